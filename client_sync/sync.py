@@ -1,0 +1,207 @@
+"""One sync: refresh forms, push the outbox, pull until ``more`` is false.
+
+Push first resends every sent-but-unanswered batch byte for byte (the answer
+may have been lost after the server committed it), then freezes the queue
+into new batches sized to the server's published limits: halved on 413,
+doubled back after each good answer. Each answer is committed locally before
+the next batch is built. Pull applies one page per transaction together with
+its cursor, and starts over on ``resync_required``.
+
+A sync either finishes (every change answered, pull complete) and returns a
+:class:`SyncReport`, or raises :class:`~client_sync.errors.SyncError` carrying
+the partial report. It never claims success for a part that failed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime, timezone
+
+from schemas.wire import LIMITS
+
+from .config import APP_VERSION
+from .errors import ApiError, SyncError
+from .store import utc_now
+
+SKEW_WARN_SECONDS = 300  # the server's default tolerance before it re-stamps
+
+
+@dataclasses.dataclass
+class SyncReport:
+    """What one sync did.
+
+    ``pushed`` changes sent and answered; ``applied``/``unchanged``/
+    ``conflicts``/``rejected``/``forbidden`` their outcomes; ``pulled``
+    records received; ``skew`` the device clock's offset from the server in
+    seconds (positive: device ahead) and ``restamped`` how many of our
+    clocks the server replaced; ``complete`` is true only when every change
+    got an answer and the pull finished.
+    """
+
+    pushed: int = 0
+    applied: int = 0
+    unchanged: int = 0
+    conflicts: int = 0
+    rejected: int = 0
+    forbidden: int = 0
+    pulled: int = 0
+    skew: float | None = None
+    restamped: int = 0
+    resyncs: int = 0
+    forms_refreshed: bool = False
+    complete: bool = False
+
+    def summary(self) -> str:
+        parts = [f"pushed {self.pushed} ({self.applied} applied, {self.unchanged} unchanged,"
+                 f" {self.conflicts} conflicts, {self.rejected} rejected, {self.forbidden} forbidden)",
+                 f"pulled {self.pulled}"]
+        return "; ".join(parts)
+
+
+def skew_seconds(server_time):
+    """Device clock minus server clock, from the server's ISO time (or None)."""
+    if not server_time:
+        return None
+    try:
+        server = datetime.fromisoformat(str(server_time).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if server.tzinfo is None:
+        server = server.replace(tzinfo=timezone.utc)
+    return round((datetime.now(timezone.utc) - server).total_seconds(), 1)
+
+
+class Synchronizer:
+    """Runs syncs for one store over one transport.
+
+    :param store: the device's :class:`~client_sync.store.Store`.
+    :param transport: a logged-in :class:`~client_sync.transport.Transport`.
+    :param progress: ``callback(phase, done, total)``; phase is ``"push"``
+        (total = changes queued at the start) or ``"pull"`` (total None).
+    """
+
+    def __init__(self, store, transport, progress=None):
+        self.store = store
+        self.transport = transport
+        self.progress = progress or (lambda phase, done, total: None)
+        self.report = SyncReport()
+
+    def run(self) -> SyncReport:
+        report = self.report
+        try:
+            info = self.transport.info()
+            self.limits = {**LIMITS, **(info.get("limits") or {})}
+            report.skew = skew_seconds(info.get("server_time"))
+            self.store.observe(info.get("hlc"))
+            if report.skew is not None:
+                self.store.set_meta(clock_skew={"seconds": report.skew, "at": utc_now()})
+            self.refresh_forms()
+            self.push()
+            self.pull()
+        except SyncError as exc:
+            exc.report = report
+            self.store.set_meta(last_sync_attempt=utc_now(), last_sync_ok=False)
+            raise
+        report.complete = True
+        self.store.set_meta(last_sync=utc_now(), last_sync_attempt=utc_now(), last_sync_ok=True,
+                            last_report=dataclasses.asdict(report))
+        return report
+
+    def refresh_forms(self):
+        forms = self.transport.forms()
+        if forms:
+            self.report.forms_refreshed = self.store.save_forms(forms)
+
+    # -- push -------------------------------------------------------------------
+
+    def push(self):
+        report, store = self.report, self.store
+        max_records = int(self.limits["max_records_per_batch"])
+        max_bytes = int(self.limits["max_batch_bytes"])
+        size = int(store.get_meta("batch_size") or max_records)
+        size = max(1, min(size, max_records))
+        ceiling = max_records  # below the smallest size refused as too large in this sync
+        total = store.queued_count()
+        self.progress("push", 0, total)
+        while True:
+            batch = store.pending_batch() or store.make_batch(size, max_bytes, APP_VERSION)
+            if batch is None:
+                break
+            batch_id, body, count = batch
+            try:
+                answer = self.transport.push(body)
+            except ApiError as exc:
+                if exc.status == 413:
+                    # Nothing was stored: split smaller and try again.
+                    ids = store.batch_record_ids(batch_id)
+                    store.drop_batch(batch_id)
+                    if count == 1:
+                        store.hold(ids[0], "rejected", {"record": [
+                            "This record is larger than the server accepts."]})
+                        report.rejected += 1
+                    ceiling = min(ceiling, max(1, count - 1))
+                    size = max(1, count // 2)
+                    store.set_meta(batch_size=size)
+                    continue
+                if exc.status == 409 and exc.code != "resync_required":
+                    # The server knows this batch id with another body (a
+                    # restored device database): send the changes afresh;
+                    # the merge makes any repeat harmless.
+                    store.drop_batch(batch_id)
+                    continue
+                raise
+            counts = store.apply_answer(batch_id, answer)
+            answered = count - counts["unanswered"]
+            report.pushed += answered
+            report.applied += counts["applied"]
+            report.unchanged += counts["unchanged"]
+            report.conflicts += counts["conflict"]
+            report.rejected += counts["rejected"]
+            report.forbidden += counts["forbidden"]
+            skew = answer.get("skew")
+            if skew:
+                report.restamped += int(skew.get("restamped") or 0)
+                if skew.get("seconds") is not None:
+                    report.skew = skew["seconds"]
+            if counts["unanswered"]:
+                raise SyncError(f"The server answered only {answered} of {count} changes; "
+                                "the rest stay queued.")
+            if size < ceiling:  # a good answer: grow back toward the limit
+                size = min(ceiling, size * 2)
+                store.set_meta(batch_size=size)
+            self.progress("push", report.pushed, max(total, report.pushed))
+
+    # -- pull -------------------------------------------------------------------
+
+    def pull(self):
+        store, report = self.store, self.report
+        limit = int(self.limits.get("pull_limit_default") or 500)
+        generation = store.get_meta("pull_gen", 0)
+        cursor = store.get_meta("cursor")
+        resyncs = 0
+        self.progress("pull", 0, None)
+        while True:
+            try:
+                page = self.transport.pull(cursor, limit)
+            except ApiError as exc:
+                # A changed scope (409) or a cursor this server no longer
+                # recognises (400, e.g. a restored server): start over.
+                if exc.code in ("resync_required", "invalid_cursor") and resyncs < 3:
+                    resyncs += 1
+                    report.resyncs += 1
+                    generation = store.start_resync()
+                    cursor = None
+                    continue
+                raise
+            records = page.get("records") or []
+            if not isinstance(records, list) or "more" not in page:
+                raise SyncError("The server sent a malformed pull page; nothing was applied.")
+            if page["more"] and not records and page.get("cursor") in (None, cursor):
+                raise SyncError("The server's pull did not advance; try again later.")
+            cursor = page.get("cursor", cursor)
+            store.apply_pull(records, cursor, generation=generation)
+            report.pulled += len(records)
+            self.progress("pull", report.pulled, None)
+            if not page["more"]:
+                break
+        store.finish_pull()

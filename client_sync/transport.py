@@ -1,0 +1,188 @@
+"""HTTP to the sync server: one ``requests.Session``, patient but bounded.
+
+Every call has connect and read timeouts. Connection errors, timeouts, 5xx
+and 429 are retried by urllib3's ``Retry`` with exponential backoff and
+jitter, POST included: a push is idempotent (the server replays a batch id's
+stored answer, and the merge ignores resent clocks). A request gives up once
+``give_up_after`` seconds have passed without an answer, so a sync on a dead
+link ends within a minute, with everything kept queued. Every failure
+becomes a :class:`~client_sync.errors.SyncError`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from .config import NetworkConfig
+from .errors import ApiError, AuthError, ServerUnreachable, SyncError
+
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+
+
+class DeadlineRetry(Retry):
+    """``Retry`` that also stops at a wall deadline (``time.monotonic()``)."""
+
+    def __init__(self, *args, deadline=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.deadline = deadline
+
+    def new(self, **kw):
+        new = super().new(**kw)
+        new.deadline = self.deadline
+        return new
+
+    def is_exhausted(self):
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            return True
+        return super().is_exhausted()
+
+    def sleep(self, response=None):
+        # Honour Retry-After and backoff, but never sleep past the deadline.
+        wait = None
+        if self.respect_retry_after_header and response is not None:
+            wait = self.get_retry_after(response)
+        if wait is None:
+            wait = self.get_backoff_time()
+        if self.deadline is not None:
+            wait = min(wait, max(0.0, self.deadline - time.monotonic()))
+        if wait > 0:
+            time.sleep(wait)
+
+
+class Transport:
+    """The server's HTTP API v1 as Python calls.
+
+    :param base_url: ``http://host:port`` of the server.
+    :param token: the bearer token, once logged in.
+    :param config: timeouts and retry settings.
+    """
+
+    def __init__(self, base_url, token=None, config=None):
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.config = config or NetworkConfig.from_env()
+        self.session = requests.Session()
+        self.adapter = HTTPAdapter(max_retries=self._retry(None))
+        self.session.mount("http://", self.adapter)
+        self.session.mount("https://", self.adapter)
+
+    def close(self):
+        self.session.close()
+
+    def _retry(self, deadline):
+        c = self.config
+        return DeadlineRetry(
+            total=50, backoff_factor=c.backoff_factor, backoff_jitter=c.backoff_jitter,
+            backoff_max=c.backoff_max, status_forcelist=RETRY_STATUSES,
+            allowed_methods={"GET", "POST"},  # POST is safe: batches are idempotent
+            raise_on_status=False, respect_retry_after_header=True, deadline=deadline)
+
+    def request(self, method, path, *, auth=True, **kwargs):
+        """One API call with retries; returns the decoded JSON body.
+
+        :raises AuthError: 401 (token missing, expired or revoked).
+        :raises ApiError: any other 4xx/5xx, with the server's error code.
+        :raises ServerUnreachable: no answer before the give-up time.
+        """
+        c = self.config
+        # Leave room for the last attempt's connect timeout inside the budget.
+        deadline = time.monotonic() + max(0.0, c.give_up_after - c.connect_timeout)
+        self.adapter.max_retries = self._retry(deadline)
+        headers = kwargs.pop("headers", {})
+        if auth:
+            if not self.token:
+                raise AuthError("Not logged in. Run `fieldsync login` first.")
+            headers["Authorization"] = f"Bearer {self.token}"
+        timeout = (c.connect_timeout, min(c.read_timeout, max(c.give_up_after, 1.0)))
+        url = self.base_url + path
+        attempt = 0
+        while True:
+            try:
+                response = self.session.request(method, url, headers=headers, timeout=timeout,
+                                                **kwargs)
+                response.content  # read the whole body here, inside the retry loop
+                break
+            except (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError,
+                    requests.exceptions.ChunkedEncodingError,
+                    requests.exceptions.ContentDecodingError) as exc:
+                # urllib3 retries failures before the answer's headers; an answer
+                # cut mid-body lands here. Retrying is safe: every call is
+                # idempotent (a push replays its stored answer).
+                attempt += 1
+                if time.monotonic() >= deadline:
+                    raise ServerUnreachable(
+                        f"Server {self.base_url} did not answer within {c.give_up_after:g} s "
+                        f"({type(exc).__name__}).") from None
+                self.adapter.max_retries = self._retry(deadline)
+                time.sleep(min(c.backoff_factor * (2 ** min(attempt, 6)),
+                               max(0.0, deadline - time.monotonic())))
+            except requests.RequestException as exc:
+                raise SyncError(f"Request to {self.base_url} failed: {type(exc).__name__}.") from None
+        return self._decode(response)
+
+    def _decode(self, response):
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code < 400:
+            if not isinstance(body, dict):
+                raise SyncError(f"The server sent an unreadable answer (HTTP {response.status_code}).")
+            return body
+        body = body if isinstance(body, dict) else {}
+        code, message = body.get("error"), body.get("message") or response.reason
+        if response.status_code == 401:
+            raise AuthError(message or "Not authorised.")
+        if response.status_code in RETRY_STATUSES:
+            raise ServerUnreachable(
+                f"Server busy or failing (HTTP {response.status_code}){': ' + message if message else ''}.")
+        raise ApiError(f"{message} (HTTP {response.status_code}{', ' + code if code else ''})",
+                       response.status_code, code, body.get("details"))
+
+    # -- endpoints ------------------------------------------------------------
+
+    def info(self):
+        """``GET /api/v1/``: version, server time and HLC, limits."""
+        return self.request("GET", "/api/v1/", auth=False)
+
+    def login(self, username, password, device_id, app_version):
+        """``POST /api/v1/auth/login``: a token tied to this device."""
+        return self.request("POST", "/api/v1/auth/login", auth=False, json={
+            "username": username, "password": password, "device_id": device_id,
+            "app_version": app_version})
+
+    def forms(self):
+        """``GET /api/v1/forms``: every definition this user may use."""
+        return self.request("GET", "/api/v1/forms").get("forms", [])
+
+    def push(self, body_gzip):
+        """``POST /api/v1/sync/push`` with a stored, gzip-compressed batch body."""
+        return self.request("POST", "/api/v1/sync/push", data=body_gzip, headers={
+            "Content-Type": "application/json", "Content-Encoding": "gzip"})
+
+    def pull(self, cursor, limit):
+        """``GET /api/v1/sync/pull``: one page of changed records."""
+        params = {"limit": limit}
+        if cursor is not None:
+            params["cursor"] = cursor
+        return self.request("GET", "/api/v1/sync/pull", params=params)
+
+    def export(self, path, params, out):
+        """Stream ``GET /api/v1/exports/...`` into the open binary file ``out``."""
+        c = self.config
+        self.adapter.max_retries = self._retry(time.monotonic() + c.give_up_after)
+        try:
+            with self.session.get(self.base_url + path, params=params, stream=True,
+                                  headers={"Authorization": f"Bearer {self.token}"},
+                                  timeout=(c.connect_timeout, c.read_timeout)) as response:
+                if response.status_code >= 400:
+                    self._decode(response)
+                for chunk in response.iter_content(64 * 1024):
+                    out.write(chunk)
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError) as exc:
+            raise ServerUnreachable(
+                f"Server {self.base_url} stopped answering ({type(exc).__name__}).") from None
