@@ -1,0 +1,194 @@
+"""`POST /api/v1/sync/push` and `GET /api/v1/sync/pull` (DESIGN.md "HTTP API v1")."""
+import hashlib
+import json
+import re
+import sqlite3
+from datetime import timedelta
+
+from flask import Blueprint, current_app, g, jsonify, request
+from marshmallow import ValidationError
+
+from schemas import wire
+
+from .. import auth, clock, cursor, storage
+from ..body import read_json
+from ..catalog import Catalog
+from ..db import get_db, read_snapshot, write_transaction
+from ..errors import ApiError, Unavailable, is_unavailable
+
+bp = Blueprint("sync", __name__)
+
+_DIGITS = re.compile(r"^[0-9]{1,9}\Z")
+
+
+def _body_sha256(payload):
+    # Canonical JSON: the same batch re-serialised (other key order, spacing,
+    # gzip or not) is the same body.
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _check_envelope(payload, user):
+    cfg = current_app.config
+    records = payload.get("records")
+    if isinstance(records, list) and len(records) > cfg["MAX_RECORDS_PER_BATCH"]:
+        raise ApiError("batch_too_large",
+                       f"A batch holds at most {cfg['MAX_RECORDS_PER_BATCH']} records; "
+                       f"this one has {len(records)}.", 413,
+                       details={"max_records_per_batch": cfg["MAX_RECORDS_PER_BATCH"]})
+    schema = wire.PushSchema()
+    # The schema's own list limit is the published default; ours is the setting.
+    schema.fields["records"].validators = []
+    try:
+        envelope = schema.load(payload)
+    except ValidationError as exc:
+        raise ApiError("invalid_request", "The push envelope is malformed; nothing was "
+                       "stored.", 400, details={"fields": exc.messages}) from None
+    if envelope["device_id"] != user["device_id"]:
+        raise ApiError("device_mismatch", "device_id is not the device this token was "
+                       "issued to; sign in on this device.", 403)
+    return envelope
+
+
+def _stored_answer(db, device_id, batch_id, body_sha):
+    row = db.execute("SELECT body_sha256, response FROM batches WHERE device_id = ? AND "
+                     "batch_id = ?", [device_id, batch_id]).fetchone()
+    if row is None:
+        return None
+    if row[0] != body_sha:
+        raise ApiError("batch_id_reused", "This batch id was already used with a different "
+                       "body; give each batch its own id.", 409,
+                       details={"batch_id": batch_id})
+    return json.loads(row[1])
+
+
+def _forbidden_by_raw_area(raw, user):
+    """Precedence: an area outside the user's scope is `forbidden`, even when
+    another part of the change is malformed."""
+    from ..scope import covers
+    area = raw.get("area") if isinstance(raw, dict) else None
+    return isinstance(area, str) and wire.AREA_RE.match(area) and not covers(user, area)
+
+
+def _raw_id(raw):
+    rid = raw.get("id") if isinstance(raw, dict) else None
+    return rid.lower() if isinstance(rid, str) and wire.UUID_RE.match(rid) else None
+
+
+@bp.post("/api/v1/sync/push")
+@auth.require_auth()
+def push():
+    user, cfg = g.user, current_app.config
+    payload = read_json()
+    envelope = _check_envelope(payload, user)
+    db = get_db()
+    body_sha = _body_sha256(payload)
+    device_id, batch_id = envelope["device_id"], envelope["batch_id"]
+    answer = _stored_answer(db, device_id, batch_id, body_sha)
+    if answer is not None:
+        return jsonify(answer)
+    # Envelope of each change: a malformed one is rejected alone.
+    changes = []
+    for raw in envelope["records"]:
+        change, errors = wire.load_change(raw)
+        if errors:
+            rid = _raw_id(raw)
+            if _forbidden_by_raw_area(raw, user):
+                changes.append({"id": rid, "status": "forbidden",
+                                "errors": {"area": ["This area is outside your areas."]}})
+            else:
+                changes.append({"id": rid, "status": "rejected", "code": "invalid",
+                                "errors": errors})
+        else:
+            changes.append(change)
+    server_now = clock.utc_now()
+    skew = (envelope["device_time"] - server_now).total_seconds()
+    try:
+        with write_transaction(db):
+            # Re-check under the write lock: the same batch may be in flight twice.
+            answer = _stored_answer(db, device_id, batch_id, body_sha)
+            if answer is not None:
+                return jsonify(answer)
+            writer = storage.Writer(db, tolerance_seconds=cfg["CLOCK_TOLERANCE_SECONDS"],
+                                    tz_name=cfg["TIMEZONE"])
+            results = []
+            for change in changes:
+                result = change if "status" in change else \
+                    writer.apply(change, user=user, device=device_id)
+                storage.note_rejection(db, device_id, result, writer.now)
+                results.append(result)
+            answer = {"results": results, "hlc": writer.clock.now(),
+                      "skew": {"seconds": round(skew, 3), "restamped": writer.restamped}}
+            writer.finish()
+            db.execute("INSERT INTO devices (device_id, username, app_version, last_push, "
+                       "skew_seconds, restamped) VALUES (?, ?, ?, ?, ?, ?) "
+                       "ON CONFLICT (device_id) DO UPDATE SET username = excluded.username, "
+                       "app_version = excluded.app_version, last_push = excluded.last_push, "
+                       "skew_seconds = excluded.skew_seconds, "
+                       "restamped = devices.restamped + excluded.restamped",
+                       [device_id, user["username"], envelope["app_version"], writer.now,
+                        round(skew, 3), writer.restamped])
+            db.execute("INSERT INTO batches (device_id, batch_id, body_sha256, response, "
+                       "created_at) VALUES (?, ?, ?, ?, ?)",
+                       [device_id, batch_id, body_sha, json.dumps(answer), writer.now])
+            cutoff = clock.iso(server_now - timedelta(days=cfg["BATCH_RETENTION_DAYS"]))
+            db.execute("DELETE FROM batches WHERE created_at < ?", [cutoff])
+            # A token revoked while this batch ran (logout, user disabled) takes
+            # the same write lock: checked here, nothing of this batch commits.
+            if not auth.token_is_live(db, user["token_hash"]):
+                raise ApiError("token_revoked", "This sign-in was revoked during the "
+                               "sync; nothing was stored. Sign in again.", 401)
+    except sqlite3.OperationalError as exc:
+        if is_unavailable(exc):
+            raise Unavailable("The server's database is busy or full; nothing from this "
+                              "batch was stored. Send it again shortly.",
+                              cfg["RETRY_AFTER_SECONDS"]) from None
+        raise
+    # Only now, after COMMIT, is the batch acknowledged.
+    return jsonify(answer)
+
+
+def _limit():
+    cfg = current_app.config
+    raw = request.args.get("limit")
+    if raw is None:
+        return cfg["PULL_LIMIT_DEFAULT"]
+    # ASCII digits only: str.isdigit() also accepts '²', which int() refuses.
+    if not _DIGITS.match(raw) or not 1 <= int(raw) <= cfg["PULL_LIMIT_MAX"]:
+        raise ApiError("invalid_limit", f"limit must be a whole number from 1 to "
+                       f"{cfg['PULL_LIMIT_MAX']}.", 400,
+                       details={"pull_limit_max": cfg["PULL_LIMIT_MAX"]})
+    return int(raw)
+
+
+@bp.get("/api/v1/sync/pull")
+@auth.require_auth()
+def pull():
+    user = g.user
+    limit = _limit()
+    db = get_db()
+    raw_cursor = request.args.get("cursor")
+    with read_snapshot(db):
+        catalog = Catalog(db)
+        top = storage.max_seq(db)
+        after = cursor.decode(db, user, raw_cursor, top) if raw_cursor else 0
+        records, next_seq, more = storage.pull(db, user, after, limit, catalog)
+        hlc = clock.current(db)
+    restricted = catalog.restricted_forms()
+    read = sorted({r["form"] for r in records} & set(restricted))
+    try:
+        with write_transaction(db):
+            db.execute("INSERT INTO devices (device_id, username, last_pull) VALUES (?, ?, ?) "
+                       "ON CONFLICT (device_id) DO UPDATE SET last_pull = excluded.last_pull",
+                       [user["device_id"], user["username"], clock.now_iso()])
+            if read:  # restricted records (e.g. cp_report) leave only audited
+                auth.audit(db, user["username"], "restricted_read", {
+                    "forms": read, "via": "pull", "device_id": user["device_id"],
+                    "records": [r["id"] for r in records if r["form"] in read]})
+    except sqlite3.OperationalError as exc:
+        # A busy database must not fail an ordinary read (last_pull is only
+        # informative), but a restricted read is never sent unaudited.
+        if not is_unavailable(exc) or read:
+            raise
+    return jsonify({"records": records, "cursor": cursor.encode(db, user, next_seq),
+                    "more": more, "hlc": hlc})

@@ -1,0 +1,269 @@
+"""Users, passwords (argon2id), device tokens and the `require_auth` decorator.
+
+A token is 32 random bytes given to the device once; the server keeps only its
+SHA-256, so a copy of the database lets nobody sign in. A token belongs to one
+device and expires after `TOKEN_LIFETIME_DAYS`; logout revokes it, and
+disabling a user or changing their password revokes all of theirs.
+"""
+import functools
+import hashlib
+import json
+import re
+import secrets
+import time
+from datetime import timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from flask import current_app, g, request
+
+from . import clock
+from .db import write_transaction
+from .errors import ApiError
+from .scope import ROLES
+
+# argon2-cffi's defaults are argon2id with RFC 9106's low-memory profile
+# (t=3, 64 MiB, p=4): about 0.1 s per login on a 2-core server.
+_hasher = PasswordHasher()
+# Verified against when the username is unknown, so that the answer takes
+# as long as for a known user and does not reveal which names exist.
+_DUMMY_HASH = None
+
+USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+AREA_RE = re.compile(r"^[A-Z0-9]+(\.[A-Z0-9]+)*$")
+MIN_PASSWORD_LENGTH = 8
+
+
+class UserError(ValueError):
+    """A user-administration request that cannot be done (CLI message)."""
+
+
+def hash_password(password):
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash, password):
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def token_hash(token):
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def audit(db, username, action, details=None):
+    """One audit row; call inside the transaction of the action it records."""
+    db.execute("INSERT INTO audit (at, username, action, details) VALUES (?, ?, ?, ?)",
+               [clock.now_iso(), username, action, json.dumps(details or {})])
+
+
+def _user_from_row(row):
+    return {"id": row["id"], "username": row["username"], "role": row["role"],
+            "areas": json.loads(row["areas"]), "disabled": bool(row["disabled"])}
+
+
+def get_user(db, username):
+    rows = list(db.query("SELECT * FROM users WHERE username = ?", [username]))
+    return _user_from_row(rows[0]) if rows else None
+
+
+def _check_password(password):
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD_LENGTH:
+        raise UserError(f"A password needs at least {MIN_PASSWORD_LENGTH} characters.")
+
+
+def add_user(db, username, password, role, areas, by=None):
+    """Create a user; raises `UserError` with a message naming what is wrong."""
+    if not USERNAME_RE.match(username or ""):
+        raise UserError("A username is 1-64 letters, digits or _ . @ -.")
+    if role not in ROLES:
+        raise UserError(f"Unknown role {role!r}; use one of {', '.join(ROLES)}.")
+    areas = list(dict.fromkeys(areas))
+    bad = [a for a in areas if not AREA_RE.match(a)]
+    if bad:
+        raise UserError(f"Not an area code: {bad[0]!r} (expected e.g. QN.LM.03).")
+    if role != "admin" and not areas:
+        raise UserError("A health worker or supervisor needs at least one --area.")
+    _check_password(password)
+    password_hash = hash_password(password)
+    with write_transaction(db):
+        if get_user(db, username):
+            raise UserError(f"User {username!r} already exists.")
+        db.execute("INSERT INTO users (username, password_hash, role, areas, disabled, "
+                   "created_at) VALUES (?, ?, ?, ?, 0, ?)",
+                   [username, password_hash, role, json.dumps(areas), clock.now_iso()])
+        audit(db, by, "user_add", {"username": username, "role": role, "areas": areas})
+
+
+def list_users(db):
+    return [_user_from_row(r) for r in db.query("SELECT * FROM users ORDER BY username")]
+
+
+def revoke_user_tokens(db, user_id):
+    """Revoke every live token of a user; call inside a write transaction."""
+    db.execute("UPDATE tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
+               [clock.now_iso(), user_id])
+
+
+def disable_user(db, username, by=None):
+    with write_transaction(db):
+        user = get_user(db, username)
+        if not user:
+            raise UserError(f"No user {username!r}.")
+        db.execute("UPDATE users SET disabled = 1 WHERE id = ?", [user["id"]])
+        revoke_user_tokens(db, user["id"])
+        audit(db, by, "user_disable", {"username": username})
+
+
+def set_password(db, username, password, by=None):
+    """Change a password and revoke the user's tokens (devices sign in again)."""
+    _check_password(password)
+    password_hash = hash_password(password)
+    with write_transaction(db):
+        user = get_user(db, username)
+        if not user:
+            raise UserError(f"No user {username!r}.")
+        db.execute("UPDATE users SET password_hash = ? WHERE id = ?",
+                   [password_hash, user["id"]])
+        revoke_user_tokens(db, user["id"])
+        audit(db, by, "user_passwd", {"username": username})
+
+
+# --- login rate limit -------------------------------------------------------
+
+def _failure_keys(username, address):
+    return [f"user:{username}", f"addr:{address}"]
+
+
+def check_rate_limit(db, username, address):
+    """Raise 429 if this username or address failed too often recently."""
+    cfg = current_app.config
+    since = time.time() - cfg["LOGIN_WINDOW_SECONDS"]
+    limits = [cfg["LOGIN_MAX_FAILURES_PER_USER"], cfg["LOGIN_MAX_FAILURES_PER_ADDRESS"]]
+    for key, limit in zip(_failure_keys(username, address), limits):
+        count = db.execute("SELECT count(*) FROM login_failures WHERE key = ? AND at > ?",
+                           [key, since]).fetchone()[0]
+        if count >= limit:
+            retry = int(cfg["LOGIN_WINDOW_SECONDS"])
+            raise ApiError("too_many_attempts",
+                           "Too many failed sign-ins; wait a few minutes and try again.",
+                           429, details={"retry_after": retry},
+                           headers={"Retry-After": str(retry)})
+
+
+def record_failure(db, username, address):
+    now = time.time()
+    with write_transaction(db):
+        db.execute("DELETE FROM login_failures WHERE at < ?",
+                   [now - current_app.config["LOGIN_WINDOW_SECONDS"]])
+        for key in _failure_keys(username, address):
+            db.execute("INSERT INTO login_failures (key, at) VALUES (?, ?)", [key, now])
+
+
+def login(db, username, password, device_id, app_version, address):
+    """Check the password and issue a token for this device.
+
+    :returns: (token, expires_at, user)
+    """
+    check_rate_limit(db, username, address)
+    user_rows = list(db.query("SELECT * FROM users WHERE username = ?", [username]))
+    if user_rows:
+        ok = verify_password(user_rows[0]["password_hash"], password)
+    else:
+        global _DUMMY_HASH
+        _DUMMY_HASH = _DUMMY_HASH or _hasher.hash("not a password")
+        verify_password(_DUMMY_HASH, password)
+        ok = False
+    if not ok:
+        record_failure(db, username, address)
+        raise ApiError("invalid_credentials", "Wrong username or password.", 401)
+    user = _user_from_row(user_rows[0])
+    if user["disabled"]:
+        raise ApiError("account_disabled", "This account is disabled; ask your "
+                       "supervisor or administrator.", 403)
+    token = secrets.token_urlsafe(32)
+    now = clock.utc_now()
+    expires = now + timedelta(days=current_app.config["TOKEN_LIFETIME_DAYS"])
+    with write_transaction(db):
+        db.execute("DELETE FROM login_failures WHERE key = ?", [f"user:{username}"])
+        db.execute("INSERT INTO tokens (token_hash, user_id, device_id, created_at, "
+                   "expires_at) VALUES (?, ?, ?, ?, ?)",
+                   [token_hash(token), user["id"], device_id, clock.iso(now),
+                    clock.iso(expires)])
+        db.execute("INSERT INTO devices (device_id, username, app_version) VALUES (?, ?, ?) "
+                   "ON CONFLICT (device_id) DO UPDATE SET username = excluded.username, "
+                   "app_version = excluded.app_version",
+                   [device_id, username, app_version])
+        audit(db, username, "login", {"device_id": device_id})
+    return token, clock.iso(expires), user
+
+
+def logout(db, token_hash_):
+    with write_transaction(db):
+        db.execute("UPDATE tokens SET revoked_at = ? WHERE token_hash = ? AND "
+                   "revoked_at IS NULL", [clock.now_iso(), token_hash_])
+
+
+# --- request authentication -------------------------------------------------
+
+def authenticate(db, header):
+    """The user behind an `Authorization: Bearer` header, or 401."""
+    if not header:
+        raise ApiError("missing_token", "Sign in first: this endpoint needs "
+                       "'Authorization: Bearer <token>'.", 401,
+                       headers={"WWW-Authenticate": "Bearer"})
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > 256:
+        raise ApiError("invalid_token", "The Authorization header must be "
+                       "'Bearer <token>'.", 401, headers={"WWW-Authenticate": "Bearer"})
+    th = token_hash(token)
+    rows = list(db.query(
+        "SELECT t.token_hash, t.device_id, t.expires_at, t.revoked_at, u.id, u.username, "
+        "u.role, u.areas, u.disabled FROM tokens t JOIN users u ON u.id = t.user_id "
+        "WHERE t.token_hash = ?", [th]))
+    if not rows:
+        raise ApiError("invalid_token", "Unknown token; sign in again.", 401,
+                       headers={"WWW-Authenticate": "Bearer"})
+    row = rows[0]
+    if row["revoked_at"] or row["disabled"]:
+        raise ApiError("token_revoked", "This sign-in was revoked; sign in again.", 401,
+                       headers={"WWW-Authenticate": "Bearer"})
+    if row["expires_at"] <= clock.now_iso():
+        raise ApiError("token_expired", "This sign-in has expired; sign in again.", 401,
+                       headers={"WWW-Authenticate": "Bearer"})
+    return {"id": row["id"], "username": row["username"], "role": row["role"],
+            "areas": json.loads(row["areas"]), "device_id": row["device_id"],
+            "token_hash": th}
+
+
+def token_is_live(db, token_hash_):
+    """Re-check a token inside a write transaction, just before COMMIT.
+
+    Logout and `user disable` also take the write lock, so a token revoked
+    while a push was running makes that push commit nothing.
+    """
+    row = db.execute(
+        "SELECT t.revoked_at, t.expires_at, u.disabled FROM tokens t JOIN users u "
+        "ON u.id = t.user_id WHERE t.token_hash = ?", [token_hash_]).fetchone()
+    return bool(row) and row[0] is None and not row[2] and row[1] > clock.now_iso()
+
+
+def require_auth(roles=None):
+    """Decorator: authenticate the bearer token and put the user on `g.user`.
+
+    :param roles: if given, the roles allowed (others get 403 `forbidden`).
+    """
+    def decorator(view):
+        @functools.wraps(view)
+        def wrapped(*args, **kwargs):
+            from .db import get_db
+            g.user = authenticate(get_db(), request.headers.get("Authorization"))
+            if roles is not None and g.user["role"] not in roles:
+                raise ApiError("forbidden", "Your role may not use this endpoint.", 403,
+                               details={"role": g.user["role"], "allowed": list(roles)})
+            return view(*args, **kwargs)
+        return wrapped
+    return decorator

@@ -1,0 +1,228 @@
+"""`fieldsync-server`: init, serve, user, forms, backup (and export, if installed).
+
+Group options come first: `fieldsync-server --db PATH init` (or FIELDSYNC_DB).
+Passwords come from a prompt, or one line of standard input when it is not a
+terminal; never from the command line, where other users could see them.
+"""
+import json
+import os
+import sqlite3
+import sys
+
+import click
+
+from . import auth, catalog, migrations
+from .db import connect
+
+DEFAULT_DB = "var/fieldsync.db"
+
+
+def _open(ctx, require_init=True):
+    db = connect(ctx.obj["db_path"])
+    if require_init and migrations.current_version(db) < migrations.latest_version():
+        raise click.ClickException(
+            f"The database {ctx.obj['db_path']} is not initialised (or is older than this "
+            "server); run `fieldsync-server init` first.")
+    return db
+
+
+@click.group()
+@click.option("--db", "db_path", envvar="FIELDSYNC_DB", default=DEFAULT_DB,
+              show_default=True, help="The SQLite database file (or FIELDSYNC_DB).")
+@click.pass_context
+def cli(ctx, db_path):
+    """The fieldsync sync server."""
+    ctx.ensure_object(dict)
+    ctx.obj["db_path"] = db_path
+
+
+@cli.command()
+@click.pass_context
+def init(ctx):
+    """Create or upgrade the database and publish the bundled forms."""
+    db = _open(ctx, require_init=False)
+    applied = migrations.migrate(db)
+    version = migrations.current_version(db)
+    click.echo(f"Database {ctx.obj['db_path']}: schema version {version}"
+               + (f" (applied {', '.join(map(str, applied))})" if applied else " (up to date)"))
+    try:
+        published = catalog.publish_bundled(db)
+    except catalog.PublishError as exc:
+        raise click.ClickException(str(exc))
+    new = [f"{f} v{v}" for f, v, outcome in published if outcome == "published"]
+    click.echo(f"Forms: {len(published)} bundled, {len(new)} newly published"
+               + (f": {', '.join(new)}" if new else ""))
+    _hint_first_user(db)
+
+
+def _hint_first_user(db):
+    if db.execute("SELECT count(*) FROM users").fetchone()[0] == 0:
+        click.echo("No users yet. Create the first one with:\n"
+                   "  fieldsync-server user add NAME --role admin")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64),
+              help="Worker processes (SQLite takes one writer at a time; 2-4 is plenty).")
+@click.pass_context
+def serve(ctx, host, port, workers):
+    """Serve the API with gunicorn, in the foreground (Ctrl-C stops it)."""
+    db = _open(ctx)
+    _hint_first_user(db)
+    db.conn.close()  # no connection may cross gunicorn's fork
+    from .wsgi import run
+    run(os.path.abspath(ctx.obj["db_path"]), host, port, workers)
+
+
+# -- users -------------------------------------------------------------------
+
+def _read_password(confirm):
+    if sys.stdin.isatty():
+        return click.prompt("Password", hide_input=True, confirmation_prompt=confirm)
+    line = sys.stdin.readline()
+    if not line:
+        raise click.ClickException("No password on standard input (expected one line).")
+    return line.rstrip("\r\n")
+
+
+@cli.group()
+def user():
+    """Add, list, disable users and set passwords."""
+
+
+@user.command("add")
+@click.argument("name")
+@click.option("--role", required=True, type=click.Choice(["health_worker", "supervisor",
+                                                          "admin"]))
+@click.option("--area", "areas", multiple=True, help="An area code, e.g. QN.LM.03; repeatable.")
+@click.pass_context
+def user_add(ctx, name, role, areas):
+    """Create user NAME; the password is prompted for (or read from stdin)."""
+    db = _open(ctx)
+    password = _read_password(confirm=True)
+    try:
+        auth.add_user(db, name, password, role, list(areas), by="cli")
+    except auth.UserError as exc:
+        raise click.ClickException(str(exc))
+    click.echo(f"Added {role} {name}" + (f" for {', '.join(areas)}" if areas else "") + ".")
+
+
+@user.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.pass_context
+def user_list(ctx, as_json):
+    """List users: name, role, areas, status."""
+    for u in auth.list_users(_open(ctx)):
+        if as_json:
+            click.echo(json.dumps({k: u[k] for k in ("username", "role", "areas", "disabled")}))
+        else:
+            click.echo(f"{u['username']}\t{u['role']}\t{','.join(u['areas']) or '-'}\t"
+                       f"{'disabled' if u['disabled'] else 'active'}")
+
+
+@user.command("disable")
+@click.argument("name")
+@click.pass_context
+def user_disable(ctx, name):
+    """Disable NAME and revoke every token of theirs."""
+    try:
+        auth.disable_user(_open(ctx), name, by="cli")
+    except auth.UserError as exc:
+        raise click.ClickException(str(exc))
+    click.echo(f"Disabled {name}; their devices are signed out.")
+
+
+@user.command("passwd")
+@click.argument("name")
+@click.pass_context
+def user_passwd(ctx, name):
+    """Set NAME's password (their devices must sign in again)."""
+    db = _open(ctx)
+    password = _read_password(confirm=True)
+    try:
+        auth.set_password(db, name, password, by="cli")
+    except auth.UserError as exc:
+        raise click.ClickException(str(exc))
+    click.echo(f"Password changed for {name}; their devices must sign in again.")
+
+
+# -- forms -------------------------------------------------------------------
+
+@cli.group()
+def forms():
+    """List and publish form definitions."""
+
+
+@forms.command("list")
+@click.pass_context
+def forms_list(ctx):
+    """Every published form version."""
+    for f in catalog.list_forms(_open(ctx)):
+        restricted = f["definition"].get("restricted_to")
+        click.echo(f"{f['id']}\tv{f['version']}\t{f['definition'].get('title', '')}\t"
+                   f"{'restricted to ' + str(restricted) if restricted else 'open'}\t"
+                   f"{f['sha256'][:12]}")
+
+
+@forms.command("publish")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.pass_context
+def forms_publish(ctx, file):
+    """Publish the definition in FILE (a new version; published ones never change)."""
+    db = _open(ctx)
+    try:
+        definition = catalog.load_definition(file, source=file)
+        outcome = catalog.publish(db, definition, by="cli")
+    except catalog.PublishError as exc:
+        raise click.ClickException(str(exc))
+    what = f"{definition['id']} v{definition['version']}"
+    click.echo(f"Published {what}." if outcome == "published"
+               else f"{what} is already published with this definition.")
+
+
+# -- backup ------------------------------------------------------------------
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.pass_context
+def backup(ctx, file):
+    """Copy the database to FILE with SQLite's online backup (safe while serving)."""
+    if os.path.exists(file):
+        raise click.ClickException(f"{file} exists; choose a new file name.")
+    db = _open(ctx)
+    tmp = file + ".part"
+    dest = sqlite3.connect(tmp)
+    try:
+        # Whole database in one step: a consistent snapshot even while pushes
+        # commit (they wait for the copy, at most the busy timeout).
+        db.conn.backup(dest)
+        check = dest.execute("PRAGMA integrity_check").fetchone()[0]
+        dest.close()
+    except sqlite3.Error as exc:
+        dest.close()
+        os.unlink(tmp)
+        raise click.ClickException(f"Backup failed: {exc}")
+    if check != "ok":
+        os.unlink(tmp)
+        raise click.ClickException(f"The copy failed its integrity check: {check}")
+    os.replace(tmp, file)
+    size = os.path.getsize(file)
+    click.echo(f"Backed up {ctx.obj['db_path']} to {file} ({size} bytes, integrity ok).")
+
+
+def _add_optional_commands():
+    # `export` belongs with the exports module, which may not be installed.
+    try:
+        from .exports import export_command
+    except ImportError:
+        return
+    cli.add_command(export_command, "export")
+
+
+_add_optional_commands()
+
+
+def main():
+    cli(obj={})

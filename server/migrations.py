@@ -1,0 +1,101 @@
+"""Schema migrations, applied in order by `fieldsync-server init`.
+
+The schema version is SQLite's `PRAGMA user_version`, written in the same
+transaction as the migration, so a crash mid-migration leaves the previous
+version intact. Migrations are append-only: never edit a released one.
+"""
+import secrets
+
+from .db import write_transaction
+
+MIGRATIONS = []
+
+
+def migration(fn):
+    """Register `fn(db)` as the next migration (version = its position)."""
+    MIGRATIONS.append(fn)
+    return fn
+
+
+@migration
+def m001_initial(db):
+    db.execute("""CREATE TABLE records (
+        id TEXT PRIMARY KEY, form TEXT NOT NULL, form_version INTEGER NOT NULL,
+        area TEXT NOT NULL, state TEXT NOT NULL, data TEXT NOT NULL,
+        computed TEXT NOT NULL DEFAULT '{}', deleted INTEGER NOT NULL DEFAULT 0,
+        hlc TEXT NOT NULL, seq INTEGER NOT NULL UNIQUE,
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+        created_by TEXT, updated_by TEXT, device TEXT,
+        flags TEXT NOT NULL DEFAULT '[]')""")
+    # The UNIQUE constraint already indexes seq; this name makes the pull
+    # query plan readable and survives a later change of the constraint.
+    db.execute("CREATE INDEX idx_records_seq ON records (seq)")
+    db.execute("CREATE INDEX idx_records_form_area ON records (form, area)")
+    db.execute("""CREATE TABLE conflicts (
+        id INTEGER PRIMARY KEY, record_id TEXT NOT NULL, form TEXT NOT NULL,
+        area TEXT NOT NULL, field TEXT NOT NULL, current TEXT NOT NULL,
+        losing TEXT NOT NULL, losing_hlc TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'open', created_at TEXT NOT NULL,
+        resolved_at TEXT, resolved_by TEXT, resolution TEXT,
+        UNIQUE (record_id, field, losing_hlc))""")
+    db.execute("CREATE INDEX idx_conflicts_status_area ON conflicts (status, area)")
+    db.execute("""CREATE TABLE batches (
+        device_id TEXT NOT NULL, batch_id TEXT NOT NULL, body_sha256 TEXT NOT NULL,
+        response TEXT NOT NULL, created_at TEXT NOT NULL,
+        PRIMARY KEY (device_id, batch_id))""")
+    db.execute("CREATE INDEX idx_batches_created ON batches (created_at)")
+    db.execute("""CREATE TABLE users (
+        id INTEGER PRIMARY KEY, username TEXT NOT NULL UNIQUE,
+        password_hash TEXT NOT NULL, role TEXT NOT NULL, areas TEXT NOT NULL,
+        disabled INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL)""")
+    db.execute("""CREATE TABLE tokens (
+        token_hash TEXT PRIMARY KEY, user_id INTEGER NOT NULL REFERENCES users(id),
+        device_id TEXT NOT NULL, created_at TEXT NOT NULL, expires_at TEXT NOT NULL,
+        revoked_at TEXT)""")
+    db.execute("CREATE INDEX idx_tokens_user ON tokens (user_id)")
+    db.execute("""CREATE TABLE devices (
+        device_id TEXT PRIMARY KEY, username TEXT, app_version TEXT,
+        last_push TEXT, last_pull TEXT, skew_seconds REAL,
+        restamped INTEGER NOT NULL DEFAULT 0)""")
+    db.execute("""CREATE TABLE rejections (
+        device_id TEXT NOT NULL, record_id TEXT NOT NULL, errors TEXT NOT NULL,
+        at TEXT NOT NULL, PRIMARY KEY (device_id, record_id))""")
+    db.execute("""CREATE TABLE forms (
+        id TEXT NOT NULL, version INTEGER NOT NULL, definition TEXT NOT NULL,
+        sha256 TEXT NOT NULL, published_at TEXT NOT NULL, PRIMARY KEY (id, version))""")
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+    db.execute("""CREATE TABLE audit (
+        id INTEGER PRIMARY KEY, at TEXT NOT NULL, username TEXT, action TEXT NOT NULL,
+        details TEXT NOT NULL DEFAULT '{}')""")
+    # Failed logins, for the rate limit: in the database so that every
+    # gunicorn worker counts the same attempts. `key` is "user:<name>" or
+    # "addr:<ip>"; rows older than the window are purged on each login.
+    db.execute("""CREATE TABLE login_failures (
+        key TEXT NOT NULL, at REAL NOT NULL)""")
+    db.execute("CREATE INDEX idx_login_failures ON login_failures (key, at)")
+    db.execute("INSERT INTO meta (key, value) VALUES ('seq', '0')")
+    # Signs pull cursors so a device cannot forge another scope's position.
+    db.execute("INSERT INTO meta (key, value) VALUES ('cursor_secret', ?)",
+               [secrets.token_hex(32)])
+
+
+def current_version(db):
+    return db.execute("PRAGMA user_version").fetchone()[0]
+
+
+def latest_version():
+    return len(MIGRATIONS)
+
+
+def migrate(db):
+    """Apply every migration newer than the database; return the versions applied."""
+    applied = []
+    for version, fn in enumerate(MIGRATIONS, start=1):
+        with write_transaction(db):
+            # Re-read under the write lock: two processes may run init at once.
+            if current_version(db) >= version:
+                continue
+            fn(db)
+            db.execute(f"PRAGMA user_version = {version}")
+        applied.append(version)
+    return applied
