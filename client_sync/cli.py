@@ -298,8 +298,48 @@ def status(ctx):
 @click.pass_context
 def export(ctx, what, fmt, area, out):
     """Download a consolidated export from the server (supervisors)."""
-    path = _client(ctx).export(what, fmt, out=out, area=area)
+    progress = ExportProgress(f"Downloading {what}.{fmt}") if _stderr_is_terminal() else None
+    try:
+        path = _client(ctx).export(what, fmt, out=out, area=area, progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
     click.echo(f"Wrote {path}")
+
+
+def _stderr_is_terminal():
+    return sys.stderr.isatty()
+
+
+class ExportProgress:
+    """A click progress bar on stderr, made once the total is known.
+
+    Records (CSV, JSONL: against ``X-Fieldsync-Count``) or bytes (XLSX:
+    against ``Content-Length``; ZIP: no total, a running count).
+    """
+
+    def __init__(self, label):
+        self.label, self.bar, self.done, self.unit = label, None, 0, ""
+
+    def __call__(self, done, total, unit):
+        if self.bar is None:
+            self.unit = unit
+            # No total: a generator (no length hint) makes click show a running count.
+            self.bar = (click.progressbar(length=total, label=self.label, file=sys.stderr,
+                                          show_pos=True, item_show_func=self._unit)
+                        if total is not None else
+                        click.progressbar((x for x in ()), label=self.label, file=sys.stderr,
+                                          show_pos=True, item_show_func=self._unit))
+        if done > self.done:
+            self.bar.update(done - self.done)
+            self.done = done
+
+    def _unit(self, _item):
+        return self.unit
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.render_finish()
 
 
 def main():

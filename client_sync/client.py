@@ -331,11 +331,15 @@ class Client:
 
     # -- export ---------------------------------------------------------------------------
 
-    def export(self, what, fmt, out=None, area=None):
+    def export(self, what, fmt, out=None, area=None, progress=None):
         """Download a supervisor export to ``out`` (default ``<what>.<fmt>``).
 
         Written to a temporary file beside it and renamed only when complete,
         so a cut download never leaves a truncated file that looks whole.
+
+        :param progress: ``callback(done, total, unit)``, see
+            :meth:`~client_sync.transport.Transport.export`.
+        :raises SyncError: the download failed or was cut off (nothing written).
         """
         if fmt not in ("csv", "xlsx", "jsonl", "zip"):
             raise FieldsyncError(f"Unknown format {fmt!r}: use csv, xlsx or jsonl.")
@@ -344,7 +348,8 @@ class Client:
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent or ".")
         try:
             with os.fdopen(fd, "wb") as fh:
-                transport.export(f"/api/v1/exports/{what}.{fmt}", {"area": area} if area else {}, fh)
+                transport.export(f"/api/v1/exports/{what}.{fmt}", {"area": area} if area else {}, fh,
+                                 progress=progress)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, out)

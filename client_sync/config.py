@@ -44,12 +44,16 @@ class NetworkConfig:
         the sync) gives up; everything stays queued.
     :param connect_timeout: seconds to open a connection.
     :param read_timeout: seconds to wait for bytes of an answer.
+    :param export_read_timeout: seconds to wait for bytes of an export: the
+        server builds an XLSX whole before its first byte (minutes for a
+        million records), so this is much longer than ``read_timeout``.
     :param backoff_factor: urllib3 exponential backoff base (0 in tests).
     """
 
     give_up_after: float = 60.0
     connect_timeout: float = 3.05
     read_timeout: float = 30.0
+    export_read_timeout: float = 600.0
     backoff_factor: float = 0.5
     backoff_jitter: float = 0.5
     backoff_max: float = 10.0
@@ -61,6 +65,8 @@ class NetworkConfig:
             give_up_after=_env_float("FIELDSYNC_GIVE_UP_AFTER", cls.give_up_after),
             connect_timeout=_env_float("FIELDSYNC_CONNECT_TIMEOUT", cls.connect_timeout),
             read_timeout=_env_float("FIELDSYNC_READ_TIMEOUT", cls.read_timeout),
+            export_read_timeout=_env_float("FIELDSYNC_EXPORT_READ_TIMEOUT",
+                                           cls.export_read_timeout),
             backoff_factor=_env_float("FIELDSYNC_BACKOFF_FACTOR", cls.backoff_factor),
         )
         return dataclasses.replace(config, **overrides)

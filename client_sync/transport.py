@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -171,18 +172,79 @@ class Transport:
             params["cursor"] = cursor
         return self.request("GET", "/api/v1/sync/pull", params=params)
 
-    def export(self, path, params, out):
-        """Stream ``GET /api/v1/exports/...`` into the open binary file ``out``."""
+    def export(self, path, params, out, progress=None):
+        """Stream ``GET /api/v1/exports/...`` into the open binary file ``out``.
+
+        :param progress: ``callback(done, total, unit)``: ``unit`` is
+            ``"records"`` for CSV and JSONL (counted as lines, against
+            ``X-Fieldsync-Count``) and ``"bytes"`` otherwise (against
+            ``Content-Length``); ``total`` is None when unknown.
+        :raises ServerUnreachable: the download was cut off or timed out; what
+            was written to ``out`` is incomplete and must be thrown away.
+        """
         c = self.config
         self.adapter.max_retries = self._retry(time.monotonic() + c.give_up_after)
+        report = progress or (lambda done, total, unit: None)
+        answered, written = False, 0
         try:
+            # Only the read timeout is longer: an XLSX is sent only once built.
             with self.session.get(self.base_url + path, params=params, stream=True,
                                   headers={"Authorization": f"Bearer {self.token}"},
-                                  timeout=(c.connect_timeout, c.read_timeout)) as response:
+                                  timeout=(c.connect_timeout, c.export_read_timeout)) as response:
+                answered = True
                 if response.status_code >= 400:
                     self._decode(response)
+                length = _header_int(response.headers, "Content-Length")
+                if response.headers.get("Content-Encoding"):
+                    length = None         # decoded bytes do not add up to it
+                count = _header_int(response.headers, "X-Fieldsync-Count")
+                by_line = count is not None and length is None and \
+                    response.headers.get("Content-Type", "").startswith(LINE_TYPES)
+                unit, total = ("records", count) if by_line else ("bytes", length)
+                done = 0
+                report(done, total, unit)
                 for chunk in response.iter_content(64 * 1024):
                     out.write(chunk)
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError) as exc:
+                    written += len(chunk)
+                    # CSV: the header line, and a text cell's line breaks, make
+                    # this an estimate; never past the total.
+                    done = min(done + chunk.count(b"\n"), total) if by_line else written
+                    report(done, total, unit)
+                if length is not None and written != length:  # never a half file as whole
+                    raise requests.exceptions.ChunkedEncodingError("short body")
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError,
+                requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError) as exc:
+            name = type(exc).__name__
+            if answered:
+                # (urllib3 may hold back a partial last read: `written` is a floor.)
+                what = f" after {written} bytes" if written else ""
+                raise ServerUnreachable(
+                    f"The export download from {self.base_url} was cut off{what} ({name}); "
+                    "nothing was saved. Try again.") from None
+            if _read_timed_out(exc):
+                raise ServerUnreachable(
+                    f"Server {self.base_url} sent nothing for {c.export_read_timeout:g} s "
+                    "(a large XLSX is built whole before it is sent: try CSV, or set "
+                    "FIELDSYNC_EXPORT_READ_TIMEOUT higher); nothing was saved.") from None
             raise ServerUnreachable(
-                f"Server {self.base_url} stopped answering ({type(exc).__name__}).") from None
+                f"Server {self.base_url} did not answer ({name}); nothing was saved.") from None
+        except requests.RequestException as exc:
+            raise SyncError(f"Export from {self.base_url} failed ({type(exc).__name__}); "
+                            "nothing was saved.") from None
+
+
+#: Exports whose lines are records (the progress counts them).
+LINE_TYPES = ("text/csv", "application/x-ndjson")
+
+
+def _read_timed_out(exc):
+    """A read timeout, also when urllib3's retries wrapped it (ConnectionError)."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(exc, requests.exceptions.ReadTimeout) or \
+        isinstance(reason, urllib3.exceptions.ReadTimeoutError)
+
+
+def _header_int(headers, name):
+    value = headers.get(name, "")
+    return int(value) if value.isascii() and value.isdigit() else None

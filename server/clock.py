@@ -26,6 +26,28 @@ def now_iso():
     return iso(utc_now())
 
 
+def commit_time(db):
+    """The time a write transaction stamps on records (`updated_at`): the wall
+    clock, but never earlier than the last one stamped (`meta.updated_at`).
+
+    Exports select "since my last export" on `updated_at`; if the server's
+    clock stepped back (NTP, a wrong date corrected), a record committed later
+    with an earlier time would fall before that `since` and be missed for
+    good. Call inside the write transaction; `save_commit_time` before COMMIT.
+    The ISO form (UTC, ms, Z) sorts as text in time order.
+    """
+    now = now_iso()
+    row = db.execute("SELECT value FROM meta WHERE key = 'updated_at'").fetchone()
+    return max(now, row[0]) if row and row[0] else now
+
+
+def save_commit_time(db, when):
+    """Remember `when` as the floor for the next commit time (never lowers it)."""
+    db.execute("INSERT INTO meta (key, value) VALUES ('updated_at', ?) "
+               "ON CONFLICT (key) DO UPDATE SET value = excluded.value "
+               "WHERE excluded.value > meta.value", [when])
+
+
 def _stored(db):
     row = db.execute("SELECT value FROM meta WHERE key = 'hlc'").fetchone()
     return row[0] if row else None

@@ -58,7 +58,7 @@ class Writer:
         self.db = db
         self.clock = clock.load(db)
         self.seq = int(db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0])
-        self.now = clock.now_iso()
+        self.now = clock.commit_time(db)   # never before the last commit's
         self.catalog = catalog or Catalog(db)
         self.today = today(tz_name)
         self.bound = clock.tolerance_bound(int(tolerance_seconds * 1000))
@@ -72,6 +72,7 @@ class Writer:
         """Persist the sequence number and the server clock (inside the transaction)."""
         self.db.execute("UPDATE meta SET value = ? WHERE key = 'seq'", [str(self.seq)])
         clock.save(self.db, self.clock)
+        clock.save_commit_time(self.db, self.now)
 
     # -- one change ----------------------------------------------------------
 

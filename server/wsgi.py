@@ -7,6 +7,13 @@ no user, no record content.
 """
 from gunicorn.app.base import BaseApplication
 
+#: gunicorn's own ceiling (its default is 4094). Our longest legitimate URL is
+#: far shorter (a pull: a 200-character cursor plus `limit`; an export: a form,
+#: an area and two dates), so this only decides who refuses an over-long one:
+#: up to here the app answers with a JSON 400 (e.g. `invalid_cursor`), past it
+#: gunicorn's own HTML 414.
+LIMIT_REQUEST_LINE = 8190
+
 ACCESS_LOG_FORMAT = '%(t)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
 
 
@@ -37,4 +44,8 @@ def run(db_path, host, port, workers):
         "errorlog": "-",
         "access_log_format": ACCESS_LOG_FORMAT,
         "preload_app": False,
+        "limit_request_line": LIMIT_REQUEST_LINE,
+        # Headers keep gunicorn's defaults (100 fields of 8190 bytes): a larger
+        # one gets gunicorn's HTML 400 before the app sees it; no real client
+        # sends one (a bearer token is 43 characters).
     }).run()

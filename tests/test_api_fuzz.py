@@ -571,8 +571,10 @@ def _raw_status(port, request):
     (b"POST /api/v1/sync/push HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n{}", False),
     (b"GET /api/v1/sync/pull?cursor=" + b"a" * 3000 + b" HTTP/1.1\r\nHost: x\r\n"
      b"Authorization: Bearer x\r\n\r\n", True),
-    # Past gunicorn's 4094-byte request line: gunicorn answers (HTML), not the app.
-    (b"GET /api/v1/sync/pull?cursor=" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", False),
+    # Up to gunicorn's raised 8190-byte request line the app answers (JSON) ...
+    (b"GET /api/v1/sync/pull?cursor=" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", True),
+    # ... past it gunicorn itself does (HTML 414).
+    (b"GET /api/v1/sync/pull?cursor=" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", False),
     (b"GARBAGE\r\n\r\n", False),
     (b"GET /api/v1/%ff%fe HTTP/1.1\r\nHost: x\r\n\r\n", True),
 ])

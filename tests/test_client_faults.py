@@ -259,3 +259,119 @@ def test_clock_set_back_to_2000_still_moves_forward(server_process, tmp_path):
         assert report.complete and report.applied == 2 and report.skew < -20 * 365 * 86400
         assert "behind" in d.status()["skew_warning"]
     assert server_data(server_process)[first]["head_name"] == "Edited in 2000"
+
+
+EXPORT = b"GET /api/v1/exports/"
+
+
+@pytest.fixture
+def stocked_export(server_process, proxy, tmp_path, monkeypatch):
+    """60 households on the server; the `fieldsync` CLI signed in as the
+    supervisor through the fault proxy."""
+    from click.testing import CliRunner
+
+    from client_sync.cli import cli
+    monkeypatch.setenv("FIELDSYNC_GIVE_UP_AFTER", "3")
+    monkeypatch.setenv("FIELDSYNC_BACKOFF_FACTOR", "0")
+    writer = login(tmp_path / "w", server_process.url)
+    for i in range(60):
+        writer.add("household", household(i))
+    assert writer.sync().applied == 60
+    writer.close()
+
+    def run(*args, **kw):
+        return CliRunner().invoke(cli, list(args), catch_exceptions=False, **kw)
+    assert run("login", "--server", proxy.url, "--username", "sup",
+               input="sup-pass-123\n").exit_code == 0
+    out = tmp_path / "exports"
+    out.mkdir()
+    return run, out
+
+
+@pytest.mark.parametrize("fmt", ["csv", "xlsx"])   # chunked; Content-Length
+def test_export_cut_mid_body_is_one_clear_error_and_no_file(stocked_export, proxy, fmt):
+    """The real server's reply cut after 3000 bytes (headers and part of the
+    body): one line on stderr, exit 1, no file and no `.part` left; the same
+    export then completes."""
+    run, folder = stocked_export
+    out = folder / f"hh.{fmt}"
+    proxy.add("cut_response", EXPORT, after=3000)
+    result = run("export", "household", "--format", fmt, "--out", str(out))
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "was cut off" in lines[0] and "nothing was saved" in lines[0]
+    assert "Traceback" not in result.output and list(folder.iterdir()) == []
+    assert proxy.stats["cut_response"] == 1
+    result = run("export", "household", "--format", fmt, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    if fmt == "csv":
+        assert len(out.read_text("utf-8-sig").splitlines()) == 61
+    else:
+        import openpyxl
+        assert openpyxl.load_workbook(out, read_only=True)["household"].max_row == 61
+    assert [p.name for p in folder.iterdir()] == [out.name]
+
+
+def test_export_progress_counts_records_or_bytes_and_shows_only_on_a_terminal(
+        stocked_export, monkeypatch, tmp_path):
+    run, folder = stocked_export
+    seen = {}
+    with Client(tmp_path / "home") as sup:     # the CLI's device folder
+        for fmt in ("csv", "xlsx", "zip"):
+            calls = []
+            sup.export("household" if fmt != "zip" else "all", fmt,
+                       out=folder / f"x.{fmt}", progress=lambda *a: calls.append(a))
+            seen[fmt] = calls
+    size = (folder / "x.xlsx").stat().st_size
+    assert seen["csv"][0] == (0, 60, "records") and seen["csv"][-1] == (60, 60, "records")
+    assert seen["xlsx"][0] == (0, size, "bytes") and seen["xlsx"][-1] == (size, size, "bytes")
+    assert seen["zip"][-1] == ((folder / "x.zip").stat().st_size, None, "bytes")
+    quiet = run("export", "household", "--format", "csv", "--out", str(folder / "q.csv"))
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    monkeypatch.setattr("client_sync.cli._stderr_is_terminal", lambda: True)
+    shown = run("export", "household", "--format", "csv", "--out", str(folder / "t.csv"))
+    assert shown.exit_code == 0 and "Downloading household.csv" in shown.stderr
+
+
+def test_export_read_timeout_is_its_own_setting(monkeypatch, tmp_path):
+    """An XLSX sends nothing until built: exports wait `export_read_timeout`
+    (FIELDSYNC_EXPORT_READ_TIMEOUT, 600 s), not the 30 s of other calls. A
+    stand-in server that thinks for 0.8 s before answering shows both sides."""
+    import http.server
+    import threading
+
+    from client_sync.transport import Transport
+    assert NetworkConfig.from_env().export_read_timeout == 600
+    monkeypatch.setenv("FIELDSYNC_EXPORT_READ_TIMEOUT", "1200")
+    assert NetworkConfig.from_env().export_read_timeout == 1200
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            time.sleep(0.8)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/csv; charset=utf-8")
+            self.send_header("Content-Length", "8")
+            self.end_headers()
+            self.wfile.write(b"id\nr1\nr2\n"[:8])
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        patient = NetworkConfig(give_up_after=0.5, connect_timeout=1, read_timeout=0.3,
+                                export_read_timeout=5, backoff_factor=0)
+        with open(tmp_path / "ok.csv", "wb") as out:
+            Transport(url, "t", patient).export("/api/v1/exports/x.csv", {}, out)
+        assert (tmp_path / "ok.csv").read_bytes() == b"id\nr1\nr2"
+        hasty = NetworkConfig(give_up_after=0.5, connect_timeout=1, read_timeout=30,
+                              export_read_timeout=0.3, backoff_factor=0)
+        with open(tmp_path / "no.csv", "wb") as out, pytest.raises(SyncError) as err:
+            Transport(url, "t", hasty).export("/api/v1/exports/x.csv", {}, out)
+        assert "sent nothing for 0.3 s" in str(err.value)
+        assert "FIELDSYNC_EXPORT_READ_TIMEOUT" in str(err.value)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -91,12 +91,25 @@ def test_two_devices_edit_different_fields_both_survive(server_process, device):
     assert server_count(server_process, "SELECT COUNT(*) FROM conflicts") == 0
 
 
+def after_clock_of(client):
+    """Wait until the wall clock has passed `client`'s last clock.
+
+    Two edits on two devices in the same millisecond tie on time and the HLC
+    orders them by device id (random here): "B edits later" holds only once
+    the millisecond has moved on (this test used to fail when it had not).
+    """
+    from schemas.clock import parse, time_ms
+    while time_ms() <= parse(client.store.hlc).millis:
+        time.sleep(0.001)
+
+
 def test_same_field_later_clock_wins_everywhere_and_one_conflict(server_process, device):
     a, b = device("a"), device("b")
     rid = a.add("household", household(2))
     a.sync()
     b.sync()
     a.edit(rid, {"head_name": "Edited on A"})
+    after_clock_of(a)
     b.edit(rid, {"head_name": "Edited on B later"})  # later clock
     report_a = a.sync()
     report_b = b.sync()
@@ -107,7 +120,9 @@ def test_same_field_later_clock_wins_everywhere_and_one_conflict(server_process,
     assert server_count(server_process, "SELECT COUNT(*) FROM conflicts") == 1
     # The other order: the earlier edit arrives last and loses.
     a.edit(rid, {"head_name": "A first"})
+    after_clock_of(a)
     b.edit(rid, {"head_name": "B second"})
+    assert b.get(rid)["hlc"] > a.get(rid)["hlc"]
     assert b.sync().applied == 1
     report = a.sync()
     assert report.conflicts == 1

@@ -414,3 +414,30 @@ def test_any_text_and_number_survives_xlsx_exactly(tmp_path_factory, names, weig
     # An empty text is an empty cell; everything else comes back exactly.
     assert [unescape(r[name_at]) if r[name_at] is not None else "" for r in rows] == names
     assert [r[weight_at] for r in rows] == [r["data"]["weight_kg"] for r in records]
+
+
+def test_a_migrated_database_exports_along_the_form_seq_index(db_path):
+    """`init` creates records(form, seq) (migration 2) and the export's chunk
+    query, exactly as sent with a supervisor's area and a `since`, walks it:
+    one index range in seq order, no sort per chunk."""
+    from server import scope
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    for n in range(1, 6):
+        insert(conn, n, seq=n, form="household" if n % 2 else "pregnancy_outcome")
+    conn.close()
+    sql, params = scope.area_sql({"role": "supervisor", "areas": ["QN.LM"]})
+    filters = exports.Filters(sql, params, since="2025-01-01T00:00:00.000Z")
+    snap = exports.Snapshot(db_path)
+    sent = []
+    try:
+        assert snap._form_seq_index()
+        snap.conn.set_trace_callback(sent.append)   # the SQL with its values bound
+        got = [r["id"] for r in snap.records("household", filters, chunk=2)]
+        snap.conn.set_trace_callback(None)
+        query = next(s for s in sent if s.startswith("SELECT"))   # the first chunk's
+        plan = " ".join(str(r[-1]) for r in snap.conn.execute("EXPLAIN QUERY PLAN " + query))
+    finally:
+        snap.close()
+    assert got == ["0193-0001", "0193-0003", "0193-0005"]
+    assert "USING INDEX idx_records_form_seq (form=? AND seq>?)" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan

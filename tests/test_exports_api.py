@@ -290,6 +290,11 @@ BAD_REQUESTS = [
     ("household.csv", {"aera": "QN"}, 400, "invalid_parameter"),
     ("household.csv", {"since": "yesterday"}, 400, "invalid_parameter"),
     ("household.csv", {"version": "x"}, 400, "invalid_parameter"),
+    # str.isdigit() accepts these; int() refuses '²' (was a 500) and reads
+    # Arabic-Indic digits: only ASCII digits are numbers.
+    ("household.csv", {"version": "\u00b2"}, 400, "invalid_parameter"),
+    ("household.csv", {"version": "\u0661"}, 400, "invalid_parameter"),
+    ("household.csv", {"version": "1" * 5000}, 400, "invalid_parameter"),
     ("household.csv", {"bom": "maybe"}, 400, "invalid_parameter"),
     ("household.csv", {"area": "qn.lm"}, 400, "invalid_parameter"),
     ("household.pdf", {}, 400, "invalid_parameter"),

@@ -89,6 +89,19 @@ def test_bad_listing_parameters_are_clear_errors(api):
         assert body["message"]
 
 
+@pytest.mark.parametrize("path", ["/api/v1/conflicts", "/api/v1/invalid_merges"])
+@pytest.mark.parametrize("params", [{"limit": "\u00b2"}, {"after": "\u00b2"},
+                                    {"limit": "\u0661\u0662"}, {"after": "1" * 5000},
+                                    {"limit": " 5"}, {"after": "+3"}])
+def test_non_ascii_or_huge_numbers_are_a_400_not_a_500(api, path, params):
+    """str.isdigit() accepts '²' (int() then raises) and Arabic-Indic digits;
+    int() refuses 5000 digits. Only ASCII digits are numbers here."""
+    sup = api.login("sup", "dev-sup")
+    status, body = api.json("GET", path, sup, params=params)
+    assert (status, body["error"]) == (400, "invalid_parameter"), body
+    assert body["details"]["parameter"] == next(iter(params)) and body["message"]
+
+
 def test_resolving_with_a_value_reaches_every_device_on_their_next_pull(api, scene):
     a, b = scene["a"], scene["b"]
     cursor_a, cursor_b = a.pull()["cursor"], b.pull()["cursor"]

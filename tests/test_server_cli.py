@@ -11,14 +11,42 @@ from conftest import ServerProcess, free_port, run_cli
 def test_init_migrates_publishes_the_bundled_forms_and_is_idempotent(tmp_path):
     db = tmp_path / "new" / "fs.db"
     out = run_cli(db, "init").stdout
-    assert "schema version 1" in out and "10 newly published" in out
+    from server.migrations import latest_version
+    assert f"schema version {latest_version()}" in out and "10 newly published" in out
     assert "user add NAME --role admin" in out  # says how to create the first user
     again = run_cli(db, "init").stdout
     assert "up to date" in again and "0 newly published" in again
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == latest_version()
     assert conn.execute("SELECT count(*) FROM forms").fetchone()[0] == 10
+
+
+def test_init_upgrades_a_version_1_database_in_place(db_path):
+    """A database made before migrations 2 and 3: `serve` refuses it, `init`
+    adds the export index and seeds the commit-time floor, keeping the data."""
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.execute("DROP INDEX idx_records_form_seq")
+    conn.execute("DELETE FROM meta WHERE key = 'updated_at'")
+    conn.execute("PRAGMA user_version = 1")
+    for n, at in enumerate(["2031-05-01T00:00:00.000Z", "2030-01-01T00:00:00.000Z"]):
+        conn.execute("INSERT INTO records (id, form, form_version, area, state, data, hlc, seq, "
+                     "created_at, updated_at) VALUES (?, 'household', 1, 'QN.LM.03', '{}', '{}', "
+                     "'h', ?, ?, ?)", [f"r{n}", n + 1, at, at])
+    conn.close()
+    refused = run_cli(db_path, "user", "list", check=False)
+    assert refused.returncode != 0 and "fieldsync-server init" in refused.stderr
+    out = run_cli(db_path, "init").stdout
+    assert "(applied 2, 3)" in out, out
+    conn = sqlite3.connect(db_path)
+    from server.migrations import latest_version
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == latest_version()
+    columns = [r[2] for r in conn.execute("PRAGMA index_info(idx_records_form_seq)")]
+    assert columns == ["form", "seq"]
+    assert conn.execute("SELECT value FROM meta WHERE key = 'updated_at'").fetchone() == \
+        ("2031-05-01T00:00:00.000Z",)
+    assert conn.execute("SELECT count(*) FROM records").fetchone()[0] == 2
+    assert "up to date" in run_cli(db_path, "init").stdout
 
 
 def test_commands_on_an_uninitialised_database_say_to_run_init(tmp_path):
@@ -126,3 +154,40 @@ def test_serve_logs_one_line_per_request_without_query_or_personal_data(db_path,
     for secret in ("SECRETCURSOR", token, "hw-pass-123", "127.0.0.1 -"):
         assert secret not in text
     assert "gunicorn" in text.lower()  # the production server, not Flask's
+
+
+def _raw(port, request):
+    """Send raw bytes; return (status, head, body) of the answer."""
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+            head, sep, body = data.partition(b"\r\n\r\n")
+            if sep and b"content-length:" in head.lower():
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                if len(body) >= length:
+                    break
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), head.decode("latin-1"), body
+
+
+def test_an_over_long_cursor_reaches_the_app_and_gets_its_json_400(server_process):
+    """gunicorn's default 4094-byte request line answered a long cursor with
+    its own HTML 414; up to 8190 bytes the app answers in its error shape.
+    Beyond that, and for an over-large header, gunicorn still answers itself
+    (a 4xx, not JSON) and keeps serving."""
+    token = server_process.login("hw")
+    auth = f"Authorization: Bearer {token}\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    status, head, body = _raw(server_process.port, b"GET /api/v1/sync/pull?limit=10&cursor="
+                              + b"a" * 6000 + b" HTTP/1.1\r\n" + auth)
+    assert status == 400 and "application/json" in head.lower(), head
+    assert json.loads(body)["error"] == "invalid_cursor"
+    status, head, _ = _raw(server_process.port, b"GET /api/v1/sync/pull?cursor="
+                           + b"a" * 9000 + b" HTTP/1.1\r\n" + auth)
+    assert status == 414, head
+    status, head, _ = _raw(server_process.port, b"GET /api/v1/ HTTP/1.1\r\nX-Big: "
+                           + b"b" * 9000 + b"\r\n" + auth)
+    assert status == 431, head     # gunicorn's "Request Header Fields Too Large" (HTML)
+    assert requests.get(server_process.url + "/api/v1/", timeout=5).status_code == 200

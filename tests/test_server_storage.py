@@ -148,3 +148,37 @@ def test_any_arrival_order_gives_the_same_stored_state(template_db, tmp_path,
     # concurrent depends on the `bases` devices send, which this generator
     # does not model faithfully (see schemas/merge.py's own properties).
     assert runs[0][0] == runs[1][0]
+
+
+def test_commit_time_never_goes_back_when_the_server_clock_does(client, app):
+    """`updated_at` is the export's `since`: after the server's wall clock
+    steps back two hours, a new commit is still stamped no earlier than the
+    last one, so "everything since my last export" includes it."""
+    from datetime import datetime, timedelta, timezone
+
+    import time_machine
+    h, sup = _auth(client, "hw", "dev-a"), _auth(client, "sup", "dev-sup")
+    first = change(household(), hlc=hlc_at(now_ms() - 1000, "dev-a"))
+    assert client.post("/api/v1/sync/push", json=batch("dev-a", [first]),
+                       headers=h).status_code == 200
+    since = client.get("/api/v1/exports/household.jsonl",
+                       headers=sup).headers["X-Fieldsync-Next-Since"]
+    back = datetime.now(timezone.utc) - timedelta(hours=2)
+    with time_machine.travel(back, tick=True):
+        late = change(household(head_name="Ghi Sau"), hlc=hlc_at(now_ms(), "dev-a"))
+        resp = client.post("/api/v1/sync/push", json=batch("dev-a", [late]), headers=h)
+        assert resp.get_json()["results"][0]["status"] == "applied"
+    rows = dict(app_rows(app, "SELECT id, updated_at FROM records"))
+    assert rows[late["id"]] >= since == rows[first["id"]]
+    newer = client.get("/api/v1/exports/household.jsonl", headers=sup,
+                       query_string={"since": since}).get_data(as_text=True)
+    assert late["id"] in {json.loads(line)["id"] for line in newer.splitlines()}
+
+
+def app_rows(app, sql):
+    import sqlite3
+    conn = sqlite3.connect(app.config["DB"])
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()

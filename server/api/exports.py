@@ -4,6 +4,8 @@ Streamed from one read snapshot (server/exports.py). Every export is
 audited before its first byte leaves: who, what, the filters, the row count,
 and whether it includes restricted forms (a restricted read).
 """
+import re
+
 from flask import Blueprint, Response, current_app, g, request
 
 from .. import exports
@@ -13,6 +15,9 @@ from ..db import get_db, write_transaction
 from ..errors import ApiError
 
 bp = Blueprint("exports", __name__)
+
+# ASCII digits only: str.isdigit() also accepts '²', which int() refuses (a 500).
+_DIGITS = re.compile(r"^[0-9]{1,9}\Z")
 
 PARAMS = ("area", "since", "until", "version", "include_deleted", "bom", "repeat")
 
@@ -35,7 +40,7 @@ def _params():
         raise ApiError("invalid_parameter", str(exc), 400, details={"parameter": exc.field})
     version = args.get("version")
     if version:
-        if not version.isdigit() or int(version) < 1 or len(version) > 9:
+        if not _DIGITS.match(version) or int(version) < 1:
             raise ApiError("invalid_parameter", "version must be a positive whole number.",
                            400, details={"parameter": "version"})
         out["version"] = int(version)

@@ -17,6 +17,7 @@ A conflict in another area, or of a form the role may not read, is answered
 as a restricted read; every resolution is audited.
 """
 import json
+import re
 
 from flask import Blueprint, current_app, g, jsonify, request
 
@@ -34,6 +35,9 @@ bp = Blueprint("review", __name__)
 ROLES = ("supervisor", "admin")
 LIMIT_DEFAULT, LIMIT_MAX = 500, 5000
 DELETED = "deleted"
+# ASCII digits only: str.isdigit() also accepts '²', which int() refuses (a 500).
+# 19 digits hold every value up to 2**62.
+_DIGITS = re.compile(r"^[0-9]{1,19}\Z")
 
 
 def _check_params(allowed):
@@ -48,7 +52,7 @@ def _int_param(name, default, low, high):
     text = request.args.get(name)
     if text is None or text == "":
         return default
-    if not text.isdigit() or not low <= int(text) <= high:
+    if not _DIGITS.match(text) or not low <= int(text) <= high:
         raise ApiError("invalid_parameter", f"{name} must be a whole number from {low} "
                        f"to {high}.", 400, details={"parameter": name})
     return int(text)

@@ -1,0 +1,30 @@
+"""The benchmark scripts still run: one tiny round of each (`bench/run.py --smoke`).
+
+Benchmarks never assert speed; this only keeps them from rotting as the
+server, the client and the forms change under them.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_benchmark_runs_one_tiny_round():
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--smoke"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:] + proc.stderr[-2000:]
+    assert out.startswith("machine: ")
+    for title in ("== wire: bytes per record sent", "== push: records/s",
+                  "== pull: records/s", "== push breakdown", "== scaling: records/s",
+                  "== device: library add rate",
+                  "== peers:", "== issue 6 goals"):
+        assert title in out, f"{title!r} missing from:\n{out[-3000:]}"
+    assert "FAILED" not in out
+    latest = json.loads((ROOT / "bench" / "out" / "latest-smoke.json").read_text())
+    assert latest["failed"] == []
+    # The figures are real numbers, not placeholders.
+    assert latest["results"]["push_pull"]["push_creates_1"] > 0
+    assert 0 < latest["results"]["wire"]["push_gzip1_bytes"] < 10_000
