@@ -1,0 +1,111 @@
+"""Device: the local add rate through the library, and a 10,000-record sync
+through the `fieldsync` command.
+
+- add: `client_sync.Client.add` (form validation, local SQLite with
+  synchronous=FULL, outbox entry), one record per call, as a health worker
+  saves a form.
+- sync: a device holding 10,000 unsynced records runs `fieldsync sync`
+  (a subprocess, the real CLI) against `fieldsync-server serve`: push in the
+  library's batches, then pull. Then a second device of the same user, empty,
+  runs `fieldsync sync` and pulls all 10,000.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import common
+from common import Generator, Table
+
+
+def _cli(data_dir: Path, *args, stdin: str | None = None) -> str:
+    env = {**os.environ, "FIELDSYNC_HOME": str(data_dir)}
+    p = subprocess.run([str(common.VENV_BIN / "fieldsync"), "--data-dir", str(data_dir), *args],
+                       input=stdin, capture_output=True, text=True, env=env, timeout=1800)
+    if p.returncode != 0:
+        raise RuntimeError(f"fieldsync {args[0]} failed ({p.returncode}): "
+                           f"{(p.stderr or p.stdout).strip()[-400:]}")
+    return p.stdout
+
+
+def client_available() -> str | None:
+    exe = common.VENV_BIN / "fieldsync"
+    if not exe.exists():
+        return f"{exe} is not installed"
+    try:
+        from client_sync import Client  # noqa: F401
+    except ImportError as exc:
+        return f"client_sync does not import: {exc}"
+    return None
+
+
+def _add_many(device, gen: Generator, n: int) -> float:
+    """Seconds to add `n` records one by one through the library."""
+    changes = gen.creates(n)
+    t0 = time.perf_counter()
+    for c in changes:
+        device.add(c["form"], c["data"])
+    return time.perf_counter() - t0
+
+
+def run(mode: str = "full") -> dict:
+    from client_sync import Client
+
+    rounds = common.mode_rounds(mode, 3, 2)
+    adds = {"full": 500, "quick": 100, "smoke": 10}[mode]
+    sync_n = {"full": 10_000, "quick": 500, "smoke": 30}[mode]
+    out = {}
+    with common.serve("hw", "QN.DV.01") as srv, \
+            tempfile.TemporaryDirectory(prefix="fieldsync-dev-") as tmp:
+        one, two = Path(tmp) / "one", Path(tmp) / "two"
+        add_rates = []
+        with Client(one) as device:
+            device.login(srv.url, "hw", common.PASSWORD)
+            gen = Generator(seed=3, area="QN.DV.01")
+            for _ in range(rounds):
+                add_rates.append(adds / _add_many(device, gen, adds))
+            # Setup for the sync (not timed): the rest of the 10,000, same path.
+            have = rounds * adds
+            if sync_n > have:
+                _add_many(device, gen, sync_n - have)
+            queued = max(sync_n, have)
+        t0 = time.perf_counter()
+        _cli(one, "sync")
+        push_s = time.perf_counter() - t0
+        _cli(two, "login", "--server", srv.url, "--username", "hw",
+             stdin=common.PASSWORD + "\n")
+        t0 = time.perf_counter()
+        _cli(two, "sync")
+        pull_s = time.perf_counter() - t0
+        with Client(two) as device:
+            got = sum(1 for _ in device.list())
+        if got != queued:
+            raise RuntimeError(f"second device holds {got} records, expected {queued}")
+
+    table = Table("device: library add rate and `fieldsync sync` through the CLI")
+    out["add"] = table.add(f"add through the library ({adds} per round)", "records/s", add_rates)
+    table.add(f"`fieldsync sync`, {queued:,} queued (push + pull)", "s", push_s,
+              f"{queued / push_s:,.0f} records/s")
+    table.add(f"`fieldsync sync`, empty device pulls {queued:,}", "s", pull_s,
+              f"{queued / pull_s:,.0f} records/s")
+    table.print()
+    out.update(sync_push_s=push_s, sync_pull_s=pull_s, sync_n=queued)
+    return out
+
+
+def main(argv=None):
+    mode = common.parse_mode(argv, __doc__.splitlines()[0])
+    common.print_machine()
+    why = client_available() or common.server_available()
+    if why:
+        print(f"device: skipped: {why}")
+        return
+    run(mode)
+
+
+if __name__ == "__main__":
+    main()

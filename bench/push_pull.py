@@ -1,0 +1,288 @@
+"""Push and pull throughput against the production server, and where server
+time goes per pushed record.
+
+Push: `fieldsync-server serve` (gunicorn, its default workers), real HTTP,
+batches of 500 realistic changes pre-encoded as compact JSON (the client's
+own encoding is not the server's throughput), full validation, per-field
+merge, `synchronous=FULL`. Creates and edits (one or two fields of each
+created record, with bases) are measured separately; one client, then four
+concurrent clients (four devices).
+
+Pull: everything the pushes stored, from an empty cursor, in pages of 1,000
+and 5,000, decoded by the client (`response.json()`).
+
+Breakdown: the same push in-process (Flask test client, no HTTP) under
+cProfile, the time split into parse, envelope, form validation, merge, SQL,
+storage encoding, response and the rest.
+
+Goals (issue 6): push (one client, creates) >= 20,000 records/s; pull >=
+100,000 records/s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import cProfile
+import pstats
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import common
+from common import BATCH, Generator, Table, encode, push_body
+
+PUSH_GOAL = 20_000
+PULL_GOAL = 100_000
+
+
+def _check(answer: dict, n: int):
+    bad = [x for x in answer["results"] if x["status"] not in ("applied", "unchanged")]
+    if bad or len(answer["results"]) != n:
+        raise RuntimeError(f"{len(bad)} of {n} changes not applied; first: {bad[:1]}")
+
+
+def _bodies(gen: Generator, node: str, batches: int, size: int):
+    """(create bodies, edit bodies), encoded before the clock starts."""
+    created = [gen.creates(size) for _ in range(batches)]
+    edits = [[gen.edit(c) for c in batch] for batch in created]
+    return ([encode(push_body(b, node)) for b in created],
+            [encode(push_body(b, node)) for b in edits])
+
+
+def _push_all(client: common.Client, bodies: list[bytes], size: int) -> float:
+    t0 = time.perf_counter()
+    for body in bodies:
+        _check(client.push_raw(body), size)
+    return time.perf_counter() - t0
+
+
+def _concurrent(clients, bodies_by_client, size) -> float:
+    """Wall time for every client pushing its bodies at once."""
+    errors = []
+    start = threading.Barrier(len(clients) + 1)
+
+    def work(client, bodies):
+        start.wait()
+        try:
+            _push_all(client, bodies, size)
+        except Exception as exc:  # reported after the join
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(c, b))
+               for c, b in zip(clients, bodies_by_client)]
+    for t in threads:
+        t.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return time.perf_counter() - t0
+
+
+def _pull_rate(client: common.Client, limit: int, decode: bool = True) -> tuple[float, int]:
+    t0 = time.perf_counter()
+    n = client.pull_all(limit, decode=decode)
+    return n / (time.perf_counter() - t0), n
+
+
+def run(mode: str = "full") -> dict:
+    rounds = common.mode_rounds(mode, 5, 2)
+    pull_rounds = common.mode_rounds(mode, 5, 1)
+    size = BATCH if mode != "smoke" else 50
+    batches = {"full": 10, "quick": 1, "smoke": 1}[mode]      # one client, per round
+    batches4 = {"full": 5, "quick": 1, "smoke": 1}[mode]      # each of four clients
+    per_round = size * batches
+    out = {}
+    # Four devices of one health worker's village team (one user: adding
+    # users costs an argon2 hash each and changes nothing measured).
+    with common.serve("worker") as srv:
+        clients = [srv.client("worker", common.device_id(i)) for i in range(1, 5)]
+        gens = [Generator(seed=i, node=common.device_id(i)) for i in range(1, 5)]
+        # Warm-up: the first requests open connections and compile the forms.
+        warm, _ = _bodies(gens[0], clients[0].node, 1, size)
+        _push_all(clients[0], warm, size)
+
+        creates1, edits1, creates4, edits4 = [], [], [], []
+        for _ in range(rounds):
+            c_bodies, e_bodies = _bodies(gens[0], clients[0].node, batches, size)
+            creates1.append(per_round / _push_all(clients[0], c_bodies, size))
+            edits1.append(per_round / _push_all(clients[0], e_bodies, size))
+            prepared = [_bodies(g, c.node, batches4, size) for g, c in zip(gens, clients)]
+            n4 = 4 * batches4 * size
+            creates4.append(n4 / _concurrent(clients, [p[0] for p in prepared], size))
+            if mode != "quick":  # the one-minute budget of bench-quick
+                edits4.append(n4 / _concurrent(clients, [p[1] for p in prepared], size))
+
+        table = Table(f"push: records/s over HTTP, batches of {size}; per round {batches} "
+                      f"batch(es) from one client, {batches4} from each of four; "
+                      f"`fieldsync-server serve` defaults")
+        out["push_creates_1"] = table.add("creates, 1 client", "records/s", creates1)
+        out["push_edits_1"] = table.add("edits, 1 client", "records/s", edits1)
+        out["push_creates_4"] = table.add("creates, 4 concurrent clients", "records/s", creates4)
+        if edits4:
+            out["push_edits_4"] = table.add("edits, 4 concurrent clients", "records/s", edits4)
+        table.print()
+
+        # Pull: the health worker's area holds every record pushed above.
+        stored = None
+        pull = Table("pull: records/s over HTTP from an empty cursor (the client decodes "
+                     "the JSON unless noted)")
+        for limit in (1000, 5000):
+            rates = []
+            for _ in range(pull_rounds):
+                rate, stored = _pull_rate(clients[0], limit)
+                rates.append(rate)
+            out[f"pull_{limit}"] = pull.add(f"pages of {limit}", "records/s", rates,
+                                            f"{stored:,} records")
+        # The same pages, not decoded: what the server and HTTP alone deliver.
+        rates = [_pull_rate(clients[0], 5000, decode=False)[0] for _ in range(pull_rounds)]
+        out["pull_5000_raw"] = pull.add("pages of 5000, not decoded by the client",
+                                        "records/s", rates)
+        pull.print()
+    out["stored"] = stored
+    out["breakdown"] = breakdown(mode)
+    _verdicts(out)
+    return out
+
+
+def _verdicts(out):
+    for name, value, goal in (("push, 1 client, creates", out["push_creates_1"], PUSH_GOAL),
+                              ("pull, pages of 5000", out["pull_5000"], PULL_GOAL)):
+        verdict = "met" if value >= goal else f"missed: {value / goal:.0%} of the goal"
+        print(f"goal: {name} >= {goal:,} records/s: {value:,.0f} -> {verdict}")
+
+
+# -- where server time goes ----------------------------------------------------------
+
+# Categories by entry function (file suffix, function name). A category's time
+# is the inclusive time of its entries, minus calls from another entry of the
+# same category (no double counting when, say, one validator calls another).
+CATEGORIES = [
+    ("parse (read body, JSON decode)", [("server/body.py", "read_json")]),
+    ("envelope (PushSchema, ChangeSchema)", [("server/api/sync.py", "_check_envelope"),
+                                             ("schemas/wire.py", "load_change")]),
+    ("idempotency (canonical body hash)", [("server/api/sync.py", "_body_sha256")]),
+    ("form validation (change + merged record)", [
+        ("schemas/forms.py", "validate_create"), ("schemas/forms.py", "validate_change"),
+        ("schemas/forms.py", "validate_record")]),
+    ("computed fields", [("schemas/forms.py", "compute")]),
+    ("merge (schemas.merge.merge)", [("schemas/merge.py", "merge")]),
+    ("SQL (sqlite3 calls)", "sqlite3"),
+    ("storage encoding (JSON columns)", [("server/storage.py", "_dumps"),
+                                         ("server/storage.py", "get_record")]),
+    ("respond (jsonify)", [("flask/json/__init__.py", "jsonify")]),
+]
+TOTAL = ("flask/app.py", "wsgi_app")
+
+
+def _matches(func, entries):
+    file, _, name = func
+    return any(file.endswith(f) and name == n for f, n in entries)
+
+
+def _category_time(stats, entries) -> float:
+    if entries == "sqlite3":  # C methods: leaves, so their own time is all of it
+        return sum(v[2] for f, v in stats.items() if f[0] == "~" and "sqlite3." in f[2])
+    total = 0.0
+    for func, (_, _, _, _, callers) in stats.items():
+        if not _matches(func, entries):
+            continue
+        for caller, (_, _, _, ct) in callers.items():
+            if not _matches(caller, entries):
+                total += ct
+    return total
+
+
+def _sql_inside_other_categories(stats) -> float:
+    """SQL time spent inside `get_record` (counted as SQL, not storage encoding)."""
+    return sum(ct for f, v in stats.items() if f[0] == "~" and "sqlite3." in f[2]
+               for caller, (_, _, _, ct) in v[4].items()
+               if caller[0].endswith("server/storage.py") and caller[2] == "get_record")
+
+
+def breakdown(mode: str = "full") -> dict:
+    """Per-record server time of a create push, in-process under cProfile."""
+    from server import create_app
+
+    size = BATCH if mode != "smoke" else 50
+    batches = {"full": 20, "quick": 1, "smoke": 1}[mode]
+    with contextlib.ExitStack() as stack:
+        if common.SHARE:  # the run's shared database: no second init (seconds)
+            srv = stack.enter_context(common.serve("prof", "QN.PR.01"))
+        else:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="fieldsync-prof-"))
+            srv = common.Server(db_path=Path(tmp) / "prof.db")  # only for its CLI helpers
+            stack.callback(srv.tmp.cleanup)
+            srv.cli("init")
+            srv.add_user("prof", areas=("QN.PR.01",))
+        app = create_app({"DB": srv.db_path})
+        http = app.test_client()
+        r = http.post("/api/v1/auth/login", json={"username": "prof", "password": common.PASSWORD,
+                                                  "device_id": "bench-dev-1",
+                                                  "app_version": "bench"})
+        headers = {"Authorization": f"Bearer {r.get_json()['token']}",
+                   "Content-Type": "application/json"}
+        gen = Generator(seed=7, area="QN.PR.01")
+
+        def push(bodies):
+            for body in bodies:
+                resp = http.post("/api/v1/sync/push", data=body, headers=headers)
+                _check(resp.get_json(), size)
+
+        push(_bodies(gen, "bench-dev-1", 1, size)[0])  # warm-up
+        bodies, _ = _bodies(gen, "bench-dev-1", batches, size)
+        plain, _ = _bodies(gen, "bench-dev-1", batches, size)
+        t0 = time.perf_counter()
+        push(plain)
+        unprofiled = (time.perf_counter() - t0) / (batches * size) * 1e6
+        prof = cProfile.Profile()
+        prof.enable()
+        push(bodies)
+        prof.disable()
+    stats = pstats.Stats(prof).stats
+    n = batches * size
+    total = sum(v[3] for f, v in stats.items() if _matches(f, [TOTAL]))
+    table = Table(f"push breakdown: server time per created record, in-process, cProfile "
+                  f"({n:,} records; unprofiled {unprofiled:.0f} µs/record in-process)")
+    rows, accounted = {}, 0.0
+    for label, entries in CATEGORIES:
+        t = _category_time(stats, entries)
+        if label.startswith("storage encoding"):
+            t -= _sql_inside_other_categories(stats)
+        rows[label] = t
+        accounted += t
+    rows["other (Flask, auth, storage logic, clock)"] = total - accounted
+    for label, t in rows.items():
+        us = t / n * 1e6
+        table.add(label, "µs/record", us, f"{t / total:.0%}")
+    table.add("total (profiled)", "µs/record", total / n * 1e6)
+    table.print()
+    return {"unprofiled_us": unprofiled,
+            "shares": {k: v / total for k, v in rows.items()},
+            "us": {k: v / n * 1e6 for k, v in rows.items()},
+            "top": _top(stats, total)}
+
+
+def _top(stats, total, k=15):
+    """The functions with the most own time: where to look first."""
+    ranked = sorted(stats.items(), key=lambda kv: kv[1][2], reverse=True)[:k]
+    lines = ["\ntop own-time functions (profiled push):"]
+    for (file, line, name), v in ranked:
+        short = file.split("site-packages/")[-1].replace(str(common.ROOT) + "/", "")
+        lines.append(f"  {v[2] / total:5.1%}  {v[1]:>8} calls  {name}  ({short}:{line})")
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
+def main(argv=None):
+    mode = common.parse_mode(argv, __doc__.splitlines()[0])
+    common.print_machine()
+    run(mode)
+
+
+if __name__ == "__main__":
+    main()
