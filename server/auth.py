@@ -131,6 +131,31 @@ def set_password(db, username, password, by=None):
         audit(db, by, "user_passwd", {"username": username})
 
 
+def set_scope(db, username, role=None, areas=None, by=None):
+    """Change a user's role and/or areas (replacing them). Their tokens stay
+    valid; their devices' pull cursors no longer match the scope, so the next
+    pull answers `resync_required` and each device starts over."""
+    if role is not None and role not in ROLES:
+        raise UserError(f"Unknown role {role!r}; use one of {', '.join(ROLES)}.")
+    if areas is not None:
+        areas = list(dict.fromkeys(areas))
+        bad = [a for a in areas if not AREA_RE.match(a)]
+        if bad:
+            raise UserError(f"Not an area code: {bad[0]!r} (expected e.g. QN.LM.03).")
+    with write_transaction(db):
+        user = get_user(db, username)
+        if not user:
+            raise UserError(f"No user {username!r}.")
+        role = role or user["role"]
+        areas = user["areas"] if areas is None else areas
+        if role != "admin" and not areas:
+            raise UserError("A health worker or supervisor needs at least one --area.")
+        db.execute("UPDATE users SET role = ?, areas = ? WHERE id = ?",
+                   [role, json.dumps(areas), user["id"]])
+        audit(db, by, "user_set", {"username": username, "role": role, "areas": areas})
+    return role, areas
+
+
 # --- login rate limit -------------------------------------------------------
 
 def _failure_keys(username, address):

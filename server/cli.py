@@ -148,6 +148,24 @@ def user_passwd(ctx, name):
     click.echo(f"Password changed for {name}; their devices must sign in again.")
 
 
+@user.command("set")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["health_worker", "supervisor", "admin"]))
+@click.option("--area", "areas", multiple=True,
+              help="Replace NAME's areas with these; repeatable.")
+@click.pass_context
+def user_set(ctx, name, role, areas):
+    """Change NAME's role and/or areas; their devices re-sync their new scope."""
+    if role is None and not areas:
+        raise click.UsageError("Give --role and/or --area.")
+    try:
+        role, areas = auth.set_scope(_open(ctx), name, role, list(areas) or None, by="cli")
+    except auth.UserError as exc:
+        raise click.ClickException(str(exc))
+    click.echo(f"{name} is now {role}" + (f" for {', '.join(areas)}" if areas else "")
+               + "; their devices will pull their new scope from the start.")
+
+
 # -- forms -------------------------------------------------------------------
 
 @cli.group()

@@ -37,9 +37,9 @@ def test_init_upgrades_a_version_1_database_in_place(db_path):
     refused = run_cli(db_path, "user", "list", check=False)
     assert refused.returncode != 0 and "fieldsync-server init" in refused.stderr
     out = run_cli(db_path, "init").stdout
-    assert "(applied 2, 3)" in out, out
-    conn = sqlite3.connect(db_path)
     from server.migrations import latest_version
+    assert f"(applied {', '.join(map(str, range(2, latest_version() + 1)))})" in out, out
+    conn = sqlite3.connect(db_path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == latest_version()
     columns = [r[2] for r in conn.execute("PRAGMA index_info(idx_records_form_seq)")]
     assert columns == ["form", "seq"]
@@ -75,6 +75,9 @@ def test_user_add_reads_one_line_of_stdin_and_list_shows_it(db_path):
     (["user", "add", "x", "--role", "admin"], "", "No password"),
     (["user", "add", "x", "--role", "boss"], "password-123\n", "boss"),
     (["user", "disable", "ghost"], None, "No user"),
+    (["user", "set", "ghost", "--area", "QN.A"], None, "No user"),
+    (["user", "set", "hw", "--area", "qn.bad"], None, "Not an area code"),
+    (["user", "set", "hw"], None, "--role and/or --area"),
 ])
 def test_user_errors_are_one_clear_line(db_path, args, stdin, message):
     proc = run_cli(db_path, *args, input=stdin, check=False)
@@ -94,6 +97,21 @@ def test_disable_and_passwd_revoke_tokens(server_process):
     run_cli(server_process.db, "user", "disable", "hw")
     assert requests.get(server_process.url + "/api/v1/forms",
                         headers={"Authorization": "Bearer " + token}).status_code == 401
+
+
+def test_user_set_changes_scope_and_the_devices_pull_starts_over(server_process):
+    """A worker moved to another village: the old cursor answers resync_required,
+    the token still works, and the new scope is what the next pull sees."""
+    h = {"Authorization": "Bearer " + server_process.login("hw", "dev-a")}
+    pull = server_process.url + "/api/v1/sync/pull"
+    cursor = requests.get(pull, headers=h).json()["cursor"]
+    run_cli(server_process.db, "user", "set", "hw", "--area", "QN.LM.04")
+    rows = [json.loads(line) for line in run_cli(server_process.db, "user", "list", "--json")
+            .stdout.splitlines()]
+    assert next(r for r in rows if r["username"] == "hw")["areas"] == ["QN.LM.04"]
+    resp = requests.get(pull, params={"cursor": cursor}, headers=h)
+    assert resp.status_code == 409 and resp.json()["error"] == "resync_required"
+    assert requests.get(pull, headers=h).status_code == 200
 
 
 def test_forms_publish_refuses_a_changed_definition_under_a_published_version(db_path,
