@@ -4,6 +4,7 @@ The schema version is SQLite's `PRAGMA user_version`, written in the same
 transaction as the migration, so a crash mid-migration leaves the previous
 version intact. Migrations are append-only: never edit a released one.
 """
+import json
 import secrets
 
 from .db import write_transaction
@@ -95,6 +96,49 @@ def m003_commit_time_floor(db):
     # floor with the newest one stored before this version.
     db.execute("INSERT OR IGNORE INTO meta (key, value) SELECT 'updated_at', newest "
                "FROM (SELECT max(updated_at) AS newest FROM records) WHERE newest IS NOT NULL")
+
+
+@migration
+def m004_pull_wire_and_area_seq(db):
+    # Pull serves each record as stored JSON (`wire`: merge.to_wire without
+    # seq, written by storage.Writer._save) instead of decoding `state` and
+    # re-encoding it per record. NULL means "not stored": pull then builds it
+    # from `state`, so a row written by any other path is still served right.
+    # Idempotent: a database whose version was reset must migrate again.
+    if "wire" not in {row[1] for row in db.execute("PRAGMA table_info(records)")}:
+        db.execute("ALTER TABLE records ADD COLUMN wire TEXT")
+    # Any UPDATE of `state` that does not also write a new `wire` clears the
+    # old one: a stale wire would send devices an older version of a record
+    # under its new seq.
+    db.execute("""CREATE TRIGGER IF NOT EXISTS records_wire_stale
+        AFTER UPDATE OF state ON records
+        FOR EACH ROW WHEN NEW.wire IS OLD.wire AND NEW.wire IS NOT NULL
+        BEGIN UPDATE records SET wire = NULL WHERE rowid = NEW.rowid; END""")
+    from . import storage  # late: migrations need not load storage otherwise
+    last = 0
+    while True:  # in rowid chunks: no cursor open over rows being updated
+        rows = db.execute("SELECT rowid, state FROM records WHERE rowid > ? AND wire IS NULL "
+                          "ORDER BY rowid LIMIT 2000", [last]).fetchall()
+        if not rows:
+            break
+        db.conn.executemany("UPDATE records SET wire = ? WHERE rowid = ?",
+                            [(_wire_or_none(storage, state), rowid) for rowid, state in rows])
+        last = rows[-1][0]
+    # A small scope's pull walks its own areas along (area, seq) instead of
+    # every later seq in the database (storage.pull_page).
+    db.execute("CREATE INDEX IF NOT EXISTS idx_records_area_seq ON records (area, seq)")
+    # The UNIQUE constraint on seq is already an index giving the same plans
+    # (tests/test_server_pull.py); this copy only cost every write.
+    db.execute("DROP INDEX IF EXISTS idx_records_seq")
+
+
+def _wire_or_none(storage, state):
+    # A state that cannot be read is left NULL: pull then reads it as before
+    # this migration, and `init` does not fail on one bad row.
+    try:
+        return storage.wire_text(json.loads(state))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def current_version(db):

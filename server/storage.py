@@ -8,6 +8,7 @@ change committed while a device was paging.
 """
 import json
 from datetime import datetime
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from schemas import merge as merging
@@ -76,10 +77,13 @@ class Writer:
 
     # -- one change ----------------------------------------------------------
 
-    def apply(self, change, *, user, device):
+    def apply(self, change, *, user, device, prechecked=None):
         """Check, merge and save one validated wire change; return its result.
 
         Precedence (DESIGN.md "Push"): `forbidden`, then `rejected`, then the merge.
+
+        :param prechecked: this change's entry from `precheck` (done before
+            the write lock), used only if its guesses hold under the lock.
         """
         record_id = change["id"]
         stored = get_record(self.db, record_id)
@@ -102,8 +106,12 @@ class Writer:
             return _rejected(record_id, {"form": [f"Unknown form {change['form']!r}."]},
                              code="unknown_form")
         creating = stored is None and not change.get("deleted")
-        checked = (form.validate_create(change["data"], today=self.today) if creating
-                   else form.validate_change(change["data"], today=self.today))
+        if (prechecked is not None and prechecked.form is form
+                and prechecked.creating == creating and prechecked.today == self.today):
+            checked = prechecked.result
+        else:
+            checked = (form.validate_create(change["data"], today=self.today) if creating
+                       else form.validate_change(change["data"], today=self.today))
         if checked.errors:
             return _rejected(record_id, checked.errors, code="invalid")
         change = {**change, "data": checked.data}
@@ -122,7 +130,10 @@ class Writer:
         self.restamped += len(result.restamped)
         state = result.record
         if result.changed:
-            stored = self._save(stored, state, user=user["username"], device=device)
+            # A create's merged values are normally its checked data: _save
+            # need not check them again.
+            stored = self._save(stored, state, user=user["username"], device=device,
+                                checked=(form, checked.data) if creating else None)
         self._log_conflicts(state, result.conflicts)
         status = "conflict" if result.lost else "applied" if result.changed else "unchanged"
         out = {"id": record_id, "status": status}
@@ -132,32 +143,48 @@ class Writer:
             out["record"] = merging.to_wire(state, stored["seq"] if stored else None)
         return out
 
-    def _save(self, stored, state, *, user, device):
+    def _save(self, stored, state, *, user, device, checked=None):
+        """Write the merged `state` under a new seq.
+
+        :param checked: `(form, values)` that form's `validate_create` already
+            passed with every rule (the same checks as `validate_record`, the
+            same `today`); when the merged values are exactly these, the
+            record is not validated a second time.
+        """
         values = merging.values(state)
         form = self.catalog.get(state["form"], state["form_version"])
         computed, flags = {}, list(stored["flags"]) if stored else []
+        deleted = merging.is_deleted(state)
         if form is not None:
-            computed = form.compute(values) if not merging.is_deleted(state) else {}
-            checked = form.validate_record(values, today=self.today)
+            computed = form.compute(values) if not deleted else {}
             # Two valid concurrent edits can make an invalid record: keep it and
-            # flag it for review; rejecting would break convergence.
-            invalid = bool(checked.errors) and not merging.is_deleted(state)
+            # flag it for review; rejecting would break convergence. A deleted
+            # record is never flagged, so it needs no check.
+            if deleted or (checked is not None and checked[0] is form and checked[1] == values):
+                invalid = False
+            else:
+                invalid = bool(form.validate_record(values, today=self.today).errors)
             flags = [f for f in flags if f != "invalid_merge"] + (["invalid_merge"] if invalid else [])
         seq = self._next_seq()
+        # Pull's stored JSON (see wire_text; migration 4) goes in the same
+        # statement. An UPDATE whose wire text happens to equal the old one
+        # leaves it NULL (trigger records_wire_stale): pull then builds it
+        # from `state`, the same answer.
         row = [state["form"], state["form_version"], state["area"], _dumps(state),
-               _dumps(values), _dumps(computed), int(merging.is_deleted(state)),
-               merging.record_hlc(state), seq, self.now, user, device, _dumps(flags)]
+               _dumps(values), _dumps(computed) if computed else "{}",
+               int(deleted), merging.record_hlc(state), seq, self.now, user,
+               device, _dumps(flags) if flags else "[]", wire_text(state)]
         if stored is None:
             self.db.execute(
                 "INSERT INTO records (form, form_version, area, state, data, computed, deleted, "
-                "hlc, seq, updated_at, updated_by, device, flags, id, created_at, created_by) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "hlc, seq, updated_at, updated_by, device, flags, wire, id, created_at, "
+                "created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row + [state["id"], self.now, user])
         else:
             self.db.execute(
                 "UPDATE records SET form = ?, form_version = ?, area = ?, state = ?, data = ?, "
                 "computed = ?, deleted = ?, hlc = ?, seq = ?, updated_at = ?, updated_by = ?, "
-                "device = ?, flags = ? WHERE id = ?", row + [state["id"]])
+                "device = ?, flags = ?, wire = ? WHERE id = ?", row + [state["id"]])
         return {"id": state["id"], "seq": seq, "flags": flags}
 
     def _log_conflicts(self, state, conflicts):
@@ -169,6 +196,50 @@ class Writer:
                 [state["id"], state["form"], state["area"], c.field,
                  _dumps(_register_out(c.winner)), _dumps(_register_out(c.loser)),
                  c.loser["hlc"], self.now])
+
+
+class Prechecked(NamedTuple):
+    """A change's form validation done before the write lock, and what it assumed."""
+
+    form: object        # the CompiledForm it used (compiled forms are shared objects)
+    creating: bool      # validate_create (no stored record) or validate_change
+    today: object       # the date its bounds used
+    result: object      # the forms.Result
+
+
+def precheck(db, changes, *, tz_name):
+    """Validate each change's data against its form before the write lock.
+
+    Form validation is the largest cost of a push and a pure function of the
+    form, the data, create-or-edit and today; done here, concurrent pushes
+    validate in parallel and hold the lock only to merge and save. Whether a
+    change creates its record is guessed from a read now; `Writer.apply`
+    re-checks form, create-or-edit and today under the lock and validates
+    again when any guess no longer holds (e.g. the same id twice in a batch,
+    or created meanwhile by another device).
+
+    :param changes: wire changes, or results (dicts with `status`) to skip.
+    :returns: one `Prechecked` or None per change, in order.
+    """
+    catalog = Catalog(db)
+    day = today(tz_name)
+    ids = [c["id"] for c in changes if "status" not in c]
+    stored = set()
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        stored.update(row[0] for row in db.execute(
+            "SELECT id FROM records WHERE id IN (" + ", ".join("?" * len(chunk)) + ")", chunk))
+    out = []
+    for change in changes:
+        form = None if "status" in change else catalog.get(change["form"], change["form_version"])
+        if form is None:
+            out.append(None)
+            continue
+        creating = change["id"] not in stored and not change.get("deleted")
+        result = (form.validate_create(change["data"], today=day) if creating
+                  else form.validate_change(change["data"], today=day))
+        out.append(Prechecked(form, creating, day, result))
+    return out
 
 
 def _forbidden(record_id, message):
@@ -232,42 +303,130 @@ def apply_server_change(db, record_id, data, user, *, deleted=None, catalog=None
 
 # -- pull ----------------------------------------------------------------------
 
+# A scope with more stored areas than this is pulled by one walk along seq
+# (it is then a large share of the database); a smaller one by a walk per
+# area along (area, seq), so its cost follows its own records, not the
+# database's (measured: a village's first pull among 1M rows, 1.4 s before).
+MAX_AREA_WALKS = 64
+
+
+def wire_text(state):
+    """The stored `wire` column: `merge.to_wire(state)` as JSON, without `seq`.
+
+    Encoded exactly as Flask's `jsonify` encodes a pull answer (compact,
+    ASCII, keys in to_wire's order), so a page joined from stored strings is
+    byte for byte the page jsonify would build from the records.
+    """
+    return json.dumps(merging.to_wire(state), separators=(",", ":"))
+
+
+def _with_seq(wire, state, seq):
+    # to_wire puts `seq` last: splice it in before the closing brace.
+    if wire is None:  # written before `wire` existed, or by another path
+        wire = wire_text(json.loads(state))
+    return wire[:-1] + ',"seq":' + str(seq) + "}"
+
+
 def unreadable_forms(user, catalog):
     """Form ids whose records this user may not read (`restricted_to`)."""
     return sorted(f for f, r in catalog.restricted_forms().items()
                   if not can_read_form(user, {"restricted_to": r}))
 
 
+_COLUMNS = "seq, id, form, wire, CASE WHEN wire IS NULL THEN state END"
+
+
+def _form_filter(hidden_forms):
+    if not hidden_forms:
+        return "", []
+    return " AND form NOT IN (" + ", ".join("?" * len(hidden_forms)) + ")", list(hidden_forms)
+
+
 def pull_query(user, hidden_forms):
-    """The pull SELECT and its parameters after the area/form filter (seq, limit first)."""
-    where, params = area_sql(user)
-    sql = ("SELECT state, seq FROM records WHERE seq > ? AND " + where)
-    if hidden_forms:
-        sql += " AND form NOT IN (" + ", ".join("?" * len(hidden_forms)) + ")"
-        params += hidden_forms
-    return sql + " ORDER BY seq LIMIT ?", params
+    """The seq-walk pull SELECT and its parameters after the area/form filter
+    (seq first, limit last): one walk along the seq index, filtered."""
+    # `+area`: the (area, seq) index must not be used here, or SQLite would
+    # gather every in-scope row and sort it for each page.
+    where, params = area_sql(user, column="+area")
+    forms_sql, forms = _form_filter(hidden_forms)
+    sql = f"SELECT {_COLUMNS} FROM records WHERE seq > ? AND {where}{forms_sql}"
+    return sql + " ORDER BY seq LIMIT ?", params + forms
 
 
-def pull(db, user, after, limit, catalog=None):
-    """Records changed after `after` in the user's scope, in commit order.
+def area_query(areas, after, hidden_forms):
+    """The pull SELECT for a few exact areas and its parameters (limit last).
 
-    :returns: (records in wire form, next cursor seq, more)
+    One walk along (area, seq) per area; SQLite merges the arms in seq order
+    (a compound ORDER BY merges arms that are already ordered: no sort).
+    """
+    forms_sql, forms = _form_filter(hidden_forms)
+    arm = f"SELECT {_COLUMNS} FROM records WHERE area = ? AND seq > ?{forms_sql}"
+    params = [p for area in areas for p in [area, after] + forms]
+    return " UNION ALL ".join([arm] * len(areas)) + " ORDER BY 1 LIMIT ?", params
+
+
+def scope_areas(db, user, most=MAX_AREA_WALKS):
+    """The distinct stored areas in a non-admin user's scope, sorted; None if
+    there are more than `most`. Each step is one seek on (area, seq)."""
+    found = set()
+    for scope in user["areas"]:
+        if db.execute("SELECT 1 FROM records WHERE area = ? LIMIT 1", [scope]).fetchone():
+            found.add(scope)
+        low, op = scope + ".", ">="
+        while True:
+            row = db.execute(f"SELECT area FROM records WHERE area {op} ? AND area < ? "
+                             "ORDER BY area LIMIT 1", [low, scope + "/"]).fetchone()
+            if row is None:
+                break
+            found.add(row[0])
+            if len(found) > most:
+                return None
+            low, op = row[0], ">"
+    return sorted(found)
+
+
+def _page_rows(db, user, after, limit, hidden):
+    """Up to `limit` rows (seq, id, form, wire, state-if-no-wire) after `after`."""
+    areas = None if user["role"] == "admin" else scope_areas(db, user)
+    if areas is None:
+        sql, params = pull_query(user, hidden)
+        return db.execute(sql, [after] + params + [limit]).fetchall()
+    if not areas:
+        return []
+    sql, params = area_query(areas, after, hidden)
+    return db.execute(sql, params + [limit]).fetchall()
+
+
+def pull_page(db, user, after, limit, catalog=None):
+    """Records changed after `after` in the user's scope, in commit order,
+    each as its pull JSON text (DESIGN.md "Pull"), ready to join into a page.
+
+    :returns: ([(id, form, json text)], next cursor seq, more)
     """
     catalog = catalog or Catalog(db)
-    sql, params = pull_query(user, unreadable_forms(user, catalog))
-    rows = db.execute(sql, [after] + params + [limit + 1]).fetchall()
-    top = int(db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0])
+    rows = _page_rows(db, user, after, limit + 1, unreadable_forms(user, catalog))
+    top = max_seq(db)
     more = len(rows) > limit
     rows = rows[:limit]
-    records = [merging.to_wire(json.loads(state), seq) for state, seq in rows]
+    records = [(rid, form, _with_seq(wire, state, seq)) for seq, rid, form, wire, state in rows]
     # Past the last page, the cursor jumps to the newest seq of this snapshot:
     # everything up to it is committed and either returned or out of scope.
-    cursor = rows[-1][1] if more else max(after, top)
+    cursor = rows[-1][0] if more else max(after, top)
     return records, cursor, more
 
 
+def pull(db, user, after, limit, catalog=None):
+    """`pull_page` with each record decoded.
+
+    :returns: (records in wire form, next cursor seq, more)
+    """
+    records, cursor, more = pull_page(db, user, after, limit, catalog)
+    return [json.loads(text) for _, _, text in records], cursor, more
+
+
 def max_seq(db):
+    """The newest committed seq (0 when nothing is stored)."""
     return int(db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0])
 
 
-__all__ = ["Writer", "apply_server_change", "get_record", "pull", "note_rejection"]
+__all__ = ["Writer", "precheck", "apply_server_change", "get_record", "pull", "pull_page", "note_rejection"]

@@ -264,7 +264,10 @@ updated_at TEXT, created_by TEXT, updated_by TEXT, device TEXT, flags TEXT)"""
 def insert(conn, n, seq, form="pregnancy_outcome", area="QN.LM.03", deleted=0,
            updated_at="2025-03-02T00:00:00.000Z"):
     rec = record(n)
-    conn.execute("INSERT INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", [
+    # Columns named: a migrated database has more (e.g. `wire`, migration 4).
+    conn.execute("INSERT INTO records (id, form, form_version, area, state, data, computed, "
+                 "deleted, hlc, seq, created_at, updated_at, created_by, updated_by, device, "
+                 "flags) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", [
         rec["id"], form, 2, area, "{}", json.dumps(rec["data"]), json.dumps(rec["computed"]),
         deleted, "h", seq, rec["created_at"], updated_at, "hoa", "hoa", "dev-1",
         json.dumps(rec["flags"])])

@@ -1,0 +1,72 @@
+"""The push hot path's shortcuts keep the answers of the long way (issue 6).
+
+Form validation before the write lock is only a guess about create-or-edit;
+rejections are only cleared when the device has some; a create is not
+validated twice. Each test pins a case where a wrong shortcut would show.
+"""
+import uuid
+
+from conftest import USERS, batch, change, hlc_at, household, login, now_ms
+
+
+def _auth(client, name, device):
+    return {"Authorization": "Bearer " + login(client, name, device)}
+
+
+def _rejected_count(client, device):
+    h = _auth(client, "sup", "dev-sup")
+    devices = client.get("/api/v1/devices", headers=h).get_json()["devices"]
+    return {d["device_id"]: d["records_rejected"] for d in devices}[device]
+
+
+def test_a_stale_precheck_is_validated_again_under_the_lock(app):
+    """Prechecked as a create (nothing stored yet), applied after another
+    device created the record: validated as the edit it now is."""
+    from schemas.wire import load_change
+    from server import storage
+    from server.db import connect, write_transaction
+    db = connect(app.config["DB"])
+    t, rid, user = now_ms() - 10_000, str(uuid.uuid4()), {**USERS["hw"]}
+    create, _ = load_change(change(household(), hlc=hlc_at(t, "dev-b"), record_id=rid))
+    edit, _ = load_change(change({"head_name": "Tran Thi B"}, hlc=hlc_at(t + 1, "dev-a"),
+                                 record_id=rid))
+    [pre] = storage.precheck(db, [edit], tz_name=app.config["TIMEZONE"])
+    assert pre.creating and pre.result.errors          # as a create it lacks fields
+    for c, device, pc in ((create, "dev-b", None), (edit, "dev-a", pre)):
+        with write_transaction(db):
+            writer = storage.Writer(db, tz_name=app.config["TIMEZONE"])
+            result = writer.apply(c, user=user, device=device, prechecked=pc)
+            writer.finish()
+        assert result["status"] == "applied", result
+    stored = storage.get_record(db, rid)
+    assert stored["state"]["fields"]["head_name"]["value"] == "Tran Thi B"
+    assert stored["flags"] == []
+
+
+def test_the_same_id_twice_in_a_batch_is_a_create_then_an_edit(client):
+    h = _auth(client, "hw", "dev-a")
+    t, rid = now_ms() - 10_000, str(uuid.uuid4())
+    body = batch("dev-a", [change(household(), hlc=hlc_at(t, "dev-a"), record_id=rid),
+                           change({"head_name": "Tran Thi B"}, hlc=hlc_at(t + 1, "dev-a"),
+                                  record_id=rid)])
+    results = client.post("/api/v1/sync/push", json=body, headers=h).get_json()["results"]
+    assert [r["status"] for r in results] == ["applied", "applied"]
+    pulled = client.get("/api/v1/sync/pull", headers=h).get_json()["records"]
+    assert [r["data"]["head_name"] for r in pulled] == ["Tran Thi B"]
+
+
+def test_a_rejection_is_cleared_by_the_fix_even_later_in_the_same_batch(client):
+    h = _auth(client, "hw", "dev-a")
+    t, rid = now_ms() - 10_000, str(uuid.uuid4())
+    bad = change({"head_name": "X"}, hlc=hlc_at(t, "dev-a"), record_id=rid)  # incomplete
+    good = change(household(), hlc=hlc_at(t + 1, "dev-a"), record_id=rid)
+    other = change(household(), hlc=hlc_at(t + 2, "dev-a"))
+    results = client.post("/api/v1/sync/push", json=batch("dev-a", [other, bad, good]),
+                          headers=h).get_json()["results"]
+    assert [r["status"] for r in results] == ["applied", "rejected", "applied"]
+    assert _rejected_count(client, "dev-a") == 0
+    client.post("/api/v1/sync/push", json=batch("dev-a", [bad]), headers=h)
+    assert _rejected_count(client, "dev-a") == 1
+    fixed = change(household(), hlc=hlc_at(t + 3, "dev-a"), record_id=rid)
+    client.post("/api/v1/sync/push", json=batch("dev-a", [fixed]), headers=h)
+    assert _rejected_count(client, "dev-a") == 0

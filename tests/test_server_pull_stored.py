@@ -1,0 +1,200 @@
+"""Pull from stored JSON (`records.wire`) and per-area walks: same answers as before.
+
+Pull joins each record's stored wire JSON instead of decoding and re-encoding
+its state, and walks a small scope's own areas along (area, seq) instead of
+every later seq. These tests pin that neither changes a byte of what devices
+receive, whatever path wrote the row.
+"""
+import json
+import random
+import sqlite3
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import batch, change, hlc_at, household, login, now_ms
+from schemas import merge as merging
+
+
+def _auth(client, name, device):
+    return {"Authorization": "Bearer " + login(client, name, device)}
+
+
+def _push(client, headers, device, *records):
+    resp = client.post("/api/v1/sync/push", json=batch(device, list(records)), headers=headers)
+    assert resp.status_code == 200, resp.get_json()
+    return resp.get_json()["results"]
+
+
+def _expected(db_path, ids_in_order):
+    conn = sqlite3.connect(db_path)
+    rows = {rid: (json.loads(state), seq) for rid, state, seq in
+            conn.execute("SELECT id, state, seq FROM records")}
+    conn.close()
+    return [merging.to_wire(*rows[rid]) for rid in ids_in_order]
+
+
+def test_a_page_is_byte_for_byte_what_jsonify_would_build(client):
+    h = _auth(client, "hw", "dev-a")
+    t = now_ms() - 60_000
+    a = change(household(head_name="Nguyễn Thị Ánh \"Út\""), hlc=hlc_at(t, "dev-a"))
+    b = change(household(), hlc=hlc_at(t + 1, "dev-a"))
+    _push(client, h, "dev-a", a, b)
+    _push(client, h, "dev-a", change({"phone": "0911111111"}, hlc=hlc_at(t + 2, "dev-a"),
+                                     record_id=a["id"]))
+    _push(client, h, "dev-a", change({}, hlc=hlc_at(t + 3, "dev-a"), record_id=b["id"],
+                                     deleted=True))
+    resp = client.get("/api/v1/sync/pull", headers=h)
+    assert resp.status_code == 200 and resp.mimetype == "application/json"
+    page = resp.get_json()
+    assert [r["id"] for r in page["records"]] == [a["id"], b["id"]]
+    assert page["records"] == _expected(client.application.config["DB"], [a["id"], b["id"]])
+    assert page["records"][1]["deleted"] is True and page["records"][1]["tombstone"]
+    # jsonify's own encoding of the same answer (compact, ASCII, key order kept).
+    with client.application.app_context():
+        from flask import jsonify
+        assert resp.get_data() == jsonify(page).get_data()
+
+
+def test_rows_without_stored_wire_or_with_a_stale_one_are_served_from_state(client):
+    h = _auth(client, "hw", "dev-a")
+    t = now_ms() - 60_000
+    a, b = (change(household(), hlc=hlc_at(t + i, "dev-a")) for i in range(2))
+    _push(client, h, "dev-a", a, b)
+    db_file = client.application.config["DB"]
+    conn = sqlite3.connect(db_file, isolation_level=None)
+    assert conn.execute("SELECT count(*) FROM records WHERE wire IS NULL").fetchone()[0] == 0
+    conn.execute("UPDATE records SET wire = NULL WHERE id = ?", [a["id"]])
+    # Another writer changes a state and forgets `wire`: the trigger clears it.
+    state = json.loads(conn.execute("SELECT state FROM records WHERE id = ?",
+                                    [b["id"]]).fetchone()[0])
+    state["fields"]["head_name"]["value"] = "Changed Elsewhere"
+    conn.execute("UPDATE records SET state = ? WHERE id = ?", [json.dumps(state), b["id"]])
+    assert conn.execute("SELECT wire FROM records WHERE id = ?", [b["id"]]).fetchone()[0] is None
+    conn.close()
+    page = client.get("/api/v1/sync/pull", headers=h).get_json()
+    assert page["records"] == _expected(db_file, [a["id"], b["id"]])
+    assert page["records"][1]["data"]["head_name"] == "Changed Elsewhere"
+
+
+def test_a_small_scope_walks_its_own_areas_along_area_seq(app):
+    from server.db import connect
+    from server.storage import area_query, pull_query
+    db = connect(app.config["DB"])
+    sql, params = area_query(["QN.LM.03", "QN.LM.04", "QN.LM.05"], 0, ["cp_report"])
+    plan = " ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql, params + [500]))
+    assert plan.count("USING INDEX idx_records_area_seq (area=? AND seq>?)") == 3, plan
+    assert "MERGE" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan
+    names = {r[1] for r in db.execute("PRAGMA index_list(records)")}
+    assert "idx_records_seq" not in names  # the UNIQUE seq index serves pull_query
+    sql, params = pull_query({"role": "supervisor", "areas": ["QN"]}, [])
+    plan = " ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql,
+                                                  [0] + params + [10]))
+    assert "idx_records_area_seq" not in plan, plan
+
+
+# -- both plans give the same pages as a filter over every row -----------------
+
+AREAS = ["QN", "QN.LM", "QN.LM.03", "QN.LM.03.A", "QN.LM.04", "QN.LMX", "QN.TB.01",
+         "QN.TB.01.B", "QN.TB.02", "HN.01"]
+FORMS = ["household", "cp_report", "growth"]
+
+
+def _fill(db_path, n=240):
+    """`n` rows in random areas/forms, some updated (new seq), some without wire."""
+    from server.db import connect, write_transaction
+    from server.storage import wire_text
+    rnd = random.Random(7)
+    db = connect(str(db_path))
+    with write_transaction(db):
+        seq = 0
+        for i in range(n):
+            form, area = rnd.choice(FORMS), rnd.choice(AREAS)
+            rid = f"00000000-0000-4000-8000-{i:012d}"
+            seq += 1
+            hlc = hlc_at(1_700_000_000_000 + i, "dev-x")
+            state = {"id": rid, "form": form, "form_version": 1, "area": area,
+                     "deleted": None, "fields": {"n": {"value": i, "hlc": hlc, "device": "dev-x",
+                                                       "user": "u", "base": None,
+                                                       "origin": None}}}
+            wire = wire_text(state) if i % 3 else None
+            db.execute("INSERT INTO records (id, form, form_version, area, state, data, hlc, "
+                       "seq, created_at, updated_at, wire) VALUES (?, ?, 1, ?, ?, '{}', ?, ?, "
+                       "'x', 'x', ?)", [rid, form, area, json.dumps(state), hlc, seq, wire])
+        for i in rnd.sample(range(n), n // 4):  # later edits move rows to new seqs
+            seq += 1
+            db.execute("UPDATE records SET seq = ? WHERE id = ?",
+                       [seq, f"00000000-0000-4000-8000-{i:012d}"])
+        db.execute("UPDATE meta SET value = ? WHERE key = 'seq'", [str(seq)])
+    return db
+
+
+_FILLED = {}  # one filled database per test run, shared by the examples
+
+
+def _in_scope(area, scopes):
+    return any(area == s or area.startswith(s + ".") for s in scopes)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(scopes=st.lists(st.sampled_from(AREAS + ["QN.XX"]), max_size=3),
+       hidden=st.lists(st.sampled_from(FORMS), max_size=2, unique=True),
+       limit=st.integers(1, 60), walks=st.sampled_from([0, 1, 2, 64]))
+def test_per_area_and_seq_walks_page_exactly_like_a_filter(db_path, monkeypatch, scopes,
+                                                            hidden, limit, walks):
+    from server import storage
+
+    class Catalog:  # the hidden forms are what restricted_forms hides
+        def restricted_forms(self):
+            return {f: "supervisor" for f in hidden}
+
+    db = _FILLED.get(str(db_path)) or _FILLED.setdefault(str(db_path), _fill(db_path))
+    monkeypatch.setattr(storage, "MAX_AREA_WALKS", walks)
+    user = {"role": "health_worker", "areas": scopes}
+    rows = db.execute("SELECT id, form, area, seq, state FROM records ORDER BY seq").fetchall()
+    want = [merging.to_wire(json.loads(state), seq) for rid, form, area, seq, state in rows
+            if _in_scope(area, scopes) and form not in hidden]
+    got, after = [], 0
+    while True:
+        records, after, more = storage.pull(db, user, after, limit, Catalog())
+        got += records
+        assert len(records) <= limit
+        if not more:
+            break
+    assert got == want
+    assert after == storage.max_seq(db)
+
+
+def test_migration_4_stores_the_wire_of_existing_rows(client):
+    """A version-3 database: `wire` filled from each state (NULL if unreadable),
+    the (area, seq) index made, the redundant seq index dropped."""
+    from server.db import connect
+    from server.migrations import latest_version, migrate
+    from server.storage import wire_text
+    h = _auth(client, "hw", "dev-a")
+    a = change(household(), hlc=hlc_at(now_ms() - 1000, "dev-a"))
+    _push(client, h, "dev-a", a)
+    before = client.get("/api/v1/sync/pull", headers=h).get_data()
+    db_file = client.application.config["DB"]
+    conn = sqlite3.connect(db_file, isolation_level=None)
+    conn.execute("DROP TRIGGER records_wire_stale")
+    conn.execute("DROP INDEX idx_records_area_seq")
+    conn.execute("ALTER TABLE records DROP COLUMN wire")
+    conn.execute("CREATE INDEX idx_records_seq ON records (seq)")
+    conn.execute("INSERT INTO records (id, form, form_version, area, state, data, hlc, seq, "
+                 "created_at, updated_at) VALUES ('bad', 'household', 1, 'QN.TB.01', '{}', "
+                 "'{}', 'h', 999, 'x', 'x')")
+    conn.execute("PRAGMA user_version = 3")
+    conn.close()
+    db = connect(db_file)
+    assert migrate(db) == [4] and latest_version() >= 4
+    rows = dict(db.execute("SELECT id, wire FROM records").fetchall())
+    state = json.loads(db.execute("SELECT state FROM records WHERE id = ?",
+                                  [a["id"]]).fetchone()[0])
+    assert rows == {a["id"]: wire_text(state), "bad": None}
+    names = {r[1] for r in db.execute("PRAGMA index_list(records)")}
+    assert "idx_records_area_seq" in names and "idx_records_seq" not in names
+    db.conn.close()
+    after = client.get("/api/v1/sync/pull", headers=h).get_data()
+    assert json.loads(after)["records"] == json.loads(before)["records"]
