@@ -20,7 +20,6 @@ merge, no conflict log): the ratios price fieldsync's guarantees.
 from __future__ import annotations
 
 import base64
-import json
 import shutil
 import subprocess
 import sys

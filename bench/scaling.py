@@ -20,7 +20,6 @@ Goal (issue 6): push and pull at 1M stored >= 90 % of the rate at 10k.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import tempfile
 import time

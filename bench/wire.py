@@ -12,7 +12,6 @@ Goal (issue 6): at most 100 bytes per record pushed, gzip.
 
 from __future__ import annotations
 
-import json
 
 import common
 from common import BATCH, Generator, Table, encode, gzipped, push_body

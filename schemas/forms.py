@@ -246,10 +246,10 @@ class FormRegistry:
 _ZONES: dict[str, ZoneInfo] = {}
 
 
-def local_today() -> dt.date:
-    """Today's date in the deployment time zone (``FIELDSYNC_TIMEZONE``, default
-    Asia/Ho_Chi_Minh): the "today" of every bound."""
-    name = os.environ.get("FIELDSYNC_TIMEZONE") or DEFAULT_TIMEZONE
+def local_today(tz_name: str | None = None) -> dt.date:
+    """Today's date in the deployment time zone (``tz_name``, else
+    ``FIELDSYNC_TIMEZONE``, default Asia/Ho_Chi_Minh): the "today" of every bound."""
+    name = tz_name or os.environ.get("FIELDSYNC_TIMEZONE") or DEFAULT_TIMEZONE
     zone = _ZONES.get(name)
     if zone is None:
         try:

@@ -46,6 +46,8 @@ from zoneinfo import ZoneInfo
 
 import xlsxwriter
 
+from schemas.wire import area_covers
+
 from .scope import area_sql
 
 #: Joins the values of a multi_choice field (and the flags) in CSV and XLSX.
@@ -760,13 +762,11 @@ def narrowed_areas(user_areas, area, is_admin):
     :returns: a list of scopes, or None for every area (an admin with no
         `area`); an empty list when `area` lies outside the user's areas.
     """
-    def covers(scope, a):
-        return a == scope or a.startswith(scope + ".")
     if area is None:
         return None if is_admin else list(user_areas)
-    if is_admin or any(covers(s, area) for s in user_areas):
+    if is_admin or area_covers(user_areas, area):
         return [area]
-    return [s for s in user_areas if covers(area, s)]   # `area` is above theirs
+    return [s for s in user_areas if area_covers([area], s)]   # `area` is above theirs
 
 
 def area_clause(scopes, column="area"):

@@ -3,22 +3,14 @@
 A user is a dict with at least `username`, `role` and `areas` (a list), as put
 on `g.user` by `auth.require_auth`.
 """
+from schemas.wire import area_covers
+
 ROLES = ("health_worker", "supervisor", "admin")
-
-
-def area_covers(scope, area):
-    """True if the area `scope` covers `area`: itself or a sub-area, on dots.
-
-    `QN.LM` covers `QN.LM` and `QN.LM.03`, never `QN.LMX`.
-    """
-    return area == scope or area.startswith(scope + ".")
 
 
 def covers(user, area):
     """True if `user` may read and write records of `area` (admins: every area)."""
-    if user["role"] == "admin":
-        return True
-    return any(area_covers(scope, area) for scope in user["areas"])
+    return user["role"] == "admin" or area_covers(user["areas"], area)
 
 
 def _roles(restricted_to):

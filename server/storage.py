@@ -7,11 +7,10 @@ lock, so commit order equals `seq` order and a pull cursor never skips a
 change committed while a device was paging.
 """
 import json
-from datetime import datetime
 from typing import NamedTuple
-from zoneinfo import ZoneInfo
 
 from schemas import merge as merging
+from schemas.forms import local_today
 
 from . import clock
 from .catalog import Catalog
@@ -43,7 +42,7 @@ def get_record(db, record_id):
 
 def today(tz_name):
     """The date in the deployment's time zone ("today" in form bounds)."""
-    return datetime.now(ZoneInfo(tz_name)).date()
+    return local_today(tz_name)
 
 
 class Writer:

@@ -1,7 +1,6 @@
 """The `fieldsync` command through click's CliRunner: DESIGN.md's commands,
 value syntax and exit codes; every error one clear line, never a traceback."""
 import json
-import socket
 
 import pytest
 from click.testing import CliRunner

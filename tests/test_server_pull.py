@@ -62,6 +62,25 @@ def test_a_cursor_resumes_after_the_last_record_seen(client):
     assert [r["id"] for r in more] == [c["id"]]
 
 
+def test_last_pull_is_recorded_only_when_a_pull_completes(client):
+    """A device stuck mid-pull shows as behind; pages before the last take no
+    write lock."""
+    h = auth(client, "hw", "dev-a")
+    push(client, h, "dev-a", *(change(household(), hlc=hlc_at(now_ms(), "dev-a", i))
+                                for i in range(3)))
+
+    def last_pull():
+        conn = sqlite3.connect(client.application.config["DB"])
+        row = conn.execute("SELECT last_pull FROM devices WHERE device_id = 'dev-a'").fetchone()
+        conn.close()
+        return row[0]
+
+    page = client.get("/api/v1/sync/pull", query_string={"limit": 1}, headers=h).get_json()
+    assert page["more"] and last_pull() is None
+    pull_all(client, h, cursor=page["cursor"])
+    assert last_pull() is not None
+
+
 def test_pull_is_limited_to_the_users_areas_and_readable_forms(client):
     hw, hw2, sup = (auth(client, n, "dev-" + n) for n in ("hw", "hw2", "sup"))
     t = now_ms()

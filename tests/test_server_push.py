@@ -226,8 +226,11 @@ def test_writes_outside_the_users_areas_are_forbidden(server, a):
         change({"phone": "0900000000"}, hlc=other.clock(), record_id=mine["id"],
                area="QN.TB.01"),                                        # stored area is mine
         change(household(), hlc=other.clock(), area="QN.TBX"),         # not on a dot boundary
+        # malformed too, and naming its own area: the stored area still decides first
+        change({"phone": "0900000000"}, hlc="yesterday", record_id=mine["id"],
+               area="QN.TB.01"),
     )["results"]
-    assert [r["status"] for r in results] == ["forbidden"] * 3
+    assert [r["status"] for r in results] == ["forbidden"] * 4
     assert "phone" not in stored_values(server, mine["id"])
     assert q(server, "SELECT count(*) FROM records WHERE created_by = 'hw2'")[0][0] == 0
 

@@ -29,6 +29,7 @@ from ..db import get_db, read_snapshot, write_transaction
 from ..errors import ApiError
 from ..scope import can_read_form, covers
 from ..storage import apply_server_change, get_record
+from schemas.forms import local_today
 
 bp = Blueprint("review", __name__)
 
@@ -271,10 +272,11 @@ def invalid_merges():
     more = len(rows) > limit
     rows = rows[:limit]
     out = []
+    today = local_today(current_app.config["TIMEZONE"])  # as push judged it
     for rid, form_id, version, area, data, flags, updated_at, updated_by, device, seq in rows:
         values = json.loads(data)
         compiled = catalog.get(form_id, version)
-        errors = compiled.validate_record(values).errors if compiled else {}
+        errors = compiled.validate_record(values, today=today).errors if compiled else {}
         out.append({"id": rid, "form": form_id, "form_version": version, "area": area,
                     "data": values, "flags": json.loads(flags), "errors": errors,
                     "updated_at": updated_at, "updated_by": updated_by, "device": device,

@@ -1,4 +1,5 @@
 """`POST /api/v1/sync/push` and `GET /api/v1/sync/pull` (DESIGN.md "HTTP API v1")."""
+import contextlib
 import hashlib
 import json
 import re
@@ -15,6 +16,7 @@ from ..body import read_json
 from ..catalog import Catalog
 from ..db import get_db, read_snapshot, write_transaction
 from ..errors import ApiError, Unavailable, is_unavailable
+from ..scope import covers
 
 bp = Blueprint("sync", __name__)
 
@@ -28,6 +30,17 @@ def _body_sha256(payload):
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _push_schema():
+    # The schema's own list limit is the published default; ours is the
+    # setting, checked just before (413).
+    schema = wire.PushSchema()
+    schema.fields["records"].validators = []
+    return schema
+
+
+_PUSH_SCHEMA = _push_schema()
+
+
 def _check_envelope(payload, user):
     cfg = current_app.config
     records = payload.get("records")
@@ -36,11 +49,8 @@ def _check_envelope(payload, user):
                        f"A batch holds at most {cfg['MAX_RECORDS_PER_BATCH']} records; "
                        f"this one has {len(records)}.", 413,
                        details={"max_records_per_batch": cfg["MAX_RECORDS_PER_BATCH"]})
-    schema = wire.PushSchema()
-    # The schema's own list limit is the published default; ours is the setting.
-    schema.fields["records"].validators = []
     try:
-        envelope = schema.load(payload)
+        envelope = _PUSH_SCHEMA.load(payload)
     except ValidationError as exc:
         raise ApiError("invalid_request", "The push envelope is malformed; nothing was "
                        "stored.", 400, details={"fields": exc.messages}) from None
@@ -62,12 +72,15 @@ def _stored_answer(db, device_id, batch_id, body_sha):
     return json.loads(row[1])
 
 
-def _forbidden_by_raw_area(raw, user):
-    """Precedence: an area outside the user's scope is `forbidden`, even when
-    another part of the change is malformed."""
-    from ..scope import covers
+def _forbidden_by_raw_area(db, raw, user, rid):
+    """Precedence: an area outside the user's scope, the one the change names
+    or the stored record's, is `forbidden` even when another part of the
+    change is malformed."""
     area = raw.get("area") if isinstance(raw, dict) else None
-    return isinstance(area, str) and wire.AREA_RE.match(area) and not covers(user, area)
+    if isinstance(area, str) and wire.AREA_RE.match(area) and not covers(user, area):
+        return True
+    stored = db.execute("SELECT area FROM records WHERE id = ?", [rid]).fetchone() if rid else None
+    return stored is not None and not covers(user, stored[0])
 
 
 def _raw_id(raw):
@@ -93,7 +106,7 @@ def push():
         change, errors = wire.load_change(raw)
         if errors:
             rid = _raw_id(raw)
-            if _forbidden_by_raw_area(raw, user):
+            if _forbidden_by_raw_area(db, raw, user, rid):
                 changes.append({"id": rid, "status": "forbidden",
                                 "errors": {"area": ["This area is outside your areas."]}})
             else:
@@ -184,11 +197,16 @@ def pull():
         hlc = clock.current(db)
     restricted = catalog.restricted_forms()
     read = sorted({form for _, form, _ in records} & set(restricted))
+    # The write lock (and an fsync) only when there is something to record:
+    # a restricted read, or the end of a pull (the devices view shows the last
+    # complete pull, so a device stuck mid-pull shows as behind).
     try:
-        with write_transaction(db):
-            db.execute("INSERT INTO devices (device_id, username, last_pull) VALUES (?, ?, ?) "
-                       "ON CONFLICT (device_id) DO UPDATE SET last_pull = excluded.last_pull",
-                       [user["device_id"], user["username"], clock.now_iso()])
+        with write_transaction(db) if read or not more else contextlib.nullcontext():
+            if not more:
+                db.execute("INSERT INTO devices (device_id, username, last_pull) "
+                           "VALUES (?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET "
+                           "last_pull = excluded.last_pull",
+                           [user["device_id"], user["username"], clock.now_iso()])
             if read:  # restricted records (e.g. cp_report) leave only audited
                 auth.audit(db, user["username"], "restricted_read", {
                     "forms": read, "via": "pull", "device_id": user["device_id"],
