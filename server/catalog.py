@@ -10,6 +10,7 @@ import threading
 
 from . import clock
 from .db import write_transaction
+from .scope import can_read_form
 
 
 class PublishError(ValueError):
@@ -122,3 +123,9 @@ class Catalog:
         for (form_id, _), form in sorted(self._forms.items()):
             out[form_id] = form.definition.get("restricted_to")
         return {k: v for k, v in out.items() if v is not None}
+
+    def unreadable_forms(self, user):
+        """Form ids whose records `user` may not read (the latest version's
+        `restricted_to`): the one rule pull, exports and review share."""
+        return sorted(f for f, r in self.restricted_forms().items()
+                      if not can_read_form(user, {"restricted_to": r}))

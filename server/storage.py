@@ -326,12 +326,6 @@ def _with_seq(wire, state, seq):
     return wire[:-1] + ',"seq":' + str(seq) + "}"
 
 
-def unreadable_forms(user, catalog):
-    """Form ids whose records this user may not read (`restricted_to`)."""
-    return sorted(f for f, r in catalog.restricted_forms().items()
-                  if not can_read_form(user, {"restricted_to": r}))
-
-
 _COLUMNS = "seq, id, form, wire, CASE WHEN wire IS NULL THEN state END"
 
 
@@ -403,7 +397,7 @@ def pull_page(db, user, after, limit, catalog=None):
     :returns: ([(id, form, json text)], next cursor seq, more)
     """
     catalog = catalog or Catalog(db)
-    rows = _page_rows(db, user, after, limit + 1, unreadable_forms(user, catalog))
+    rows = _page_rows(db, user, after, limit + 1, catalog.unreadable_forms(user))
     top = max_seq(db)
     more = len(rows) > limit
     rows = rows[:limit]

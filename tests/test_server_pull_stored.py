@@ -145,9 +145,9 @@ def test_per_area_and_seq_walks_page_exactly_like_a_filter(db_path, monkeypatch,
                                                             hidden, limit, walks):
     from server import storage
 
-    class Catalog:  # the hidden forms are what restricted_forms hides
-        def restricted_forms(self):
-            return {f: "supervisor" for f in hidden}
+    class Catalog:  # the hidden forms are the ones this user may not read
+        def unreadable_forms(self, user):
+            return sorted(hidden)
 
     db = _FILLED.get(str(db_path)) or _FILLED.setdefault(str(db_path), _fill(db_path))
     monkeypatch.setattr(storage, "MAX_AREA_WALKS", walks)

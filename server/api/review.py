@@ -27,7 +27,7 @@ from ..body import read_json
 from ..catalog import Catalog
 from ..db import get_db, read_snapshot, write_transaction
 from ..errors import ApiError
-from ..scope import can_read_form, covers
+from ..scope import covers
 from ..storage import apply_server_change, get_record
 from schemas.forms import local_today
 
@@ -75,14 +75,21 @@ def _scope_where(column="area"):
 
 
 def _hidden_forms(catalog):
-    """Form ids whose records (and so conflicts) this user may not read."""
-    hidden, latest = set(), {}
-    for compiled in catalog.all():
-        latest[compiled.id] = compiled.definition
-    for form_id, definition in latest.items():
-        if not can_read_form(g.user, definition):
-            hidden.add(form_id)
-    return hidden, {f for f, d in latest.items() if d.get("restricted_to")}
+    """Form ids whose records (and so conflicts) this user may not read, and
+    the restricted ones (their reads are audited)."""
+    return set(catalog.unreadable_forms(g.user)), set(catalog.restricted_forms())
+
+
+def _form_filter(sql, params, hidden):
+    """Narrow a listing to `?form=` and away from forms the user may not read."""
+    form = request.args.get("form")
+    if form:
+        sql += " AND form = ?"
+        params = params + [form]
+    if hidden:
+        sql += " AND form NOT IN (%s)" % ", ".join("?" * len(hidden))
+        params = params + sorted(hidden)
+    return sql, params
 
 
 def _conflict_out(row):
@@ -112,13 +119,7 @@ def list_conflicts():
     if status:
         sql += " AND status = ?"
         params.append(status)
-    form = request.args.get("form")
-    if form:
-        sql += " AND form = ?"
-        params.append(form)
-    if hidden:
-        sql += " AND form NOT IN (%s)" % ", ".join("?" * len(hidden))
-        params += sorted(hidden)
+    sql, params = _form_filter(sql, params, hidden)
     rows = list(db.query(sql + " ORDER BY id LIMIT ?", params + [limit + 1]))
     more = len(rows) > limit
     rows = rows[:limit]
@@ -260,13 +261,7 @@ def invalid_merges():
            "AND EXISTS (SELECT 1 FROM json_each(records.flags) WHERE value = 'invalid_merge') "
            f"AND {where}")
     params = [after] + params
-    form = request.args.get("form")
-    if form:
-        sql += " AND form = ?"
-        params.append(form)
-    if hidden:
-        sql += " AND form NOT IN (%s)" % ", ".join("?" * len(hidden))
-        params += sorted(hidden)
+    sql, params = _form_filter(sql, params, hidden)
     with read_snapshot(db):
         rows = db.execute(sql + " ORDER BY seq LIMIT ?", params + [limit + 1]).fetchall()
     more = len(rows) > limit
