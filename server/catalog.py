@@ -4,9 +4,10 @@ A published version is immutable: publishing the same (id, version) again
 with a different definition is refused (compared by the SHA-256 of its
 canonical JSON); the change must take a new version.
 """
-import hashlib
 import json
 import threading
+
+from schemas.forms import definition_sha256
 
 from . import clock
 from .db import write_transaction
@@ -15,11 +16,6 @@ from .scope import can_read_form
 
 class PublishError(ValueError):
     """A definition that cannot be published (message for the CLI)."""
-
-
-def canonical_sha256(definition):
-    text = json.dumps(definition, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def load_definition(path_or_dict, source=None):
@@ -38,7 +34,7 @@ def publish(db, definition, by=None):
 
     :raises PublishError: the version exists with a different definition.
     """
-    sha = canonical_sha256(definition)
+    sha = definition_sha256(definition)
     form_id, version = definition["id"], definition["version"]
     with write_transaction(db):
         row = db.execute("SELECT sha256 FROM forms WHERE id = ? AND version = ?",
