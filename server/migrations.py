@@ -114,16 +114,7 @@ def m004_pull_wire_and_area_seq(db):
         AFTER UPDATE OF state ON records
         FOR EACH ROW WHEN NEW.wire IS OLD.wire AND NEW.wire IS NOT NULL
         BEGIN UPDATE records SET wire = NULL WHERE rowid = NEW.rowid; END""")
-    from . import storage  # late: migrations need not load storage otherwise
-    last = 0
-    while True:  # in rowid chunks: no cursor open over rows being updated
-        rows = db.execute("SELECT rowid, state FROM records WHERE rowid > ? AND wire IS NULL "
-                          "ORDER BY rowid LIMIT 2000", [last]).fetchall()
-        if not rows:
-            break
-        db.conn.executemany("UPDATE records SET wire = ? WHERE rowid = ?",
-                            [(_wire_or_none(storage, state), rowid) for rowid, state in rows])
-        last = rows[-1][0]
+    # Filled in by m005, which rewrites every row in a later format.
     # A small scope's pull walks its own areas along (area, seq) instead of
     # every later seq in the database (storage.pull_page).
     db.execute("CREATE INDEX IF NOT EXISTS idx_records_area_seq ON records (area, seq)")
@@ -132,13 +123,34 @@ def m004_pull_wire_and_area_seq(db):
     db.execute("DROP INDEX IF EXISTS idx_records_seq")
 
 
+@migration
+def m005_sparse_wire(db):
+    # `wire` now lists only the clocks that differ from the record's hlc
+    # (`clocks` last), and `wire_clocks` holds every field's clock: a pull
+    # with clocks=sparse sends the first as is, a full pull splices in the
+    # second (storage._pull_text). Every row is rewritten.
+    if "wire_clocks" not in {row[1] for row in db.execute("PRAGMA table_info(records)")}:
+        db.execute("ALTER TABLE records ADD COLUMN wire_clocks TEXT")
+    from . import storage  # late: migrations need not load storage otherwise
+    last = 0
+    while True:  # in rowid chunks: no cursor open over rows being updated
+        rows = db.execute("SELECT rowid, state FROM records WHERE rowid > ? "
+                          "ORDER BY rowid LIMIT 2000", [last]).fetchall()
+        if not rows:
+            break
+        db.conn.executemany("UPDATE records SET wire = ?, wire_clocks = ? WHERE rowid = ?",
+                            [(*_wire_or_none(storage, state), rowid) for rowid, state in rows])
+        last = rows[-1][0]
+
+
 def _wire_or_none(storage, state):
-    # A state that cannot be read is left NULL: pull then reads it as before
-    # this migration, and `init` does not fail on one bad row.
+    # A state that cannot be read is left NULL: pull then reads it from
+    # `state` as before, and `init` does not fail on one bad row.
     try:
-        return storage.wire_text(json.loads(state))
+        decoded = json.loads(state)
+        return storage.wire_text(decoded), storage.wire_clocks_text(decoded)
     except (ValueError, KeyError, TypeError, AttributeError):
-        return None
+        return None, None
 
 
 def current_version(db):

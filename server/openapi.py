@@ -198,11 +198,15 @@ def _paths():
                 {"name": "cursor", "in": "query", "required": False,
                  "schema": {"type": "string", "maxLength": 200}},
                 {"name": "limit", "in": "query", "required": False,
-                 "schema": {"type": "integer", "minimum": 1}}],
+                 "schema": {"type": "integer", "minimum": 1}},
+                {"name": "clocks", "in": "query", "required": False,
+                 "description": "all (default): every field's clock; sparse: only the "
+                                "clocks that differ from the record's hlc, as in a push.",
+                 "schema": {"type": "string", "enum": ["all", "sparse"]}}],
             "responses": {
                 "200": {"description": "A page of records.",
                         "content": _json(_ref("PullResponse"))},
-                "400": _error("Invalid cursor or limit."),
+                "400": _error("Invalid cursor, limit or clocks."),
                 **AUTH_ERRORS,
                 "409": _error("resync_required: scope changed; pull from the start.")}}},
         "/api/v1/devices": {"get": {

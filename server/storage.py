@@ -6,8 +6,9 @@ commit time, the compiled forms. Sequence numbers are taken under the write
 lock, so commit order equals `seq` order and a pull cursor never skips a
 change committed while a device was paging.
 """
-import json
 from typing import NamedTuple
+
+import orjson
 
 from schemas import merge as merging
 from schemas.forms import local_today
@@ -20,7 +21,8 @@ SERVER_DEVICE = "server"
 
 
 def _dumps(value):
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    # Compact UTF-8 JSON, as text (bytes would be stored as a BLOB).
+    return orjson.dumps(value).decode()
 
 
 def _register_out(reg):
@@ -36,7 +38,7 @@ def get_record(db, record_id):
     if row is None:
         return None
     return {"id": row[0], "form": row[1], "form_version": row[2], "area": row[3],
-            "state": json.loads(row[4]), "seq": row[5], "flags": json.loads(row[6]),
+            "state": orjson.loads(row[4]), "seq": row[5], "flags": orjson.loads(row[6]),
             "created_at": row[7]}
 
 
@@ -172,18 +174,20 @@ class Writer:
         row = [state["form"], state["form_version"], state["area"], _dumps(state),
                _dumps(values), _dumps(computed) if computed else "{}",
                int(deleted), merging.record_hlc(state), seq, self.now, user,
-               device, _dumps(flags) if flags else "[]", wire_text(state)]
+               device, _dumps(flags) if flags else "[]", wire_text(state),
+               wire_clocks_text(state)]
         if stored is None:
             self.db.execute(
                 "INSERT INTO records (form, form_version, area, state, data, computed, deleted, "
-                "hlc, seq, updated_at, updated_by, device, flags, wire, id, created_at, "
-                "created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                row + [state["id"], self.now, user])
+                "hlc, seq, updated_at, updated_by, device, flags, wire, wire_clocks, id, "
+                "created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                "?, ?)", row + [state["id"], self.now, user])
         else:
             self.db.execute(
                 "UPDATE records SET form = ?, form_version = ?, area = ?, state = ?, data = ?, "
                 "computed = ?, deleted = ?, hlc = ?, seq = ?, updated_at = ?, updated_by = ?, "
-                "device = ?, flags = ?, wire = ? WHERE id = ?", row + [state["id"]])
+                "device = ?, flags = ?, wire = ?, wire_clocks = ? WHERE id = ?",
+                row + [state["id"]])
         return {"id": state["id"], "seq": seq, "flags": flags}
 
     def _log_conflicts(self, state, conflicts):
@@ -310,23 +314,41 @@ MAX_AREA_WALKS = 64
 
 
 def wire_text(state):
-    """The stored `wire` column: `merge.to_wire(state)` as JSON, without `seq`.
+    """The stored `wire` column: `merge.to_wire(state, sparse=True)` as
+    compact JSON text without `seq`; `clocks` is its last key.
 
-    Encoded exactly as Flask's `jsonify` encodes a pull answer (compact,
-    ASCII, keys in to_wire's order), so a page joined from stored strings is
-    byte for byte the page jsonify would build from the records.
+    A pull page is these texts joined, so pull neither decodes nor encodes
+    records: a sparse pull appends `seq`; a full pull (DESIGN.md: `clocks`
+    of all fields) also swaps in the stored `wire_clocks`.
     """
-    return json.dumps(merging.to_wire(state), separators=(",", ":"))
+    return _dumps(merging.to_wire(state, sparse=True))
 
 
-def _with_seq(wire, state, seq):
-    # to_wire puts `seq` last: splice it in before the closing brace.
-    if wire is None:  # written before `wire` existed, or by another path
-        wire = wire_text(json.loads(state))
+def wire_clocks_text(state):
+    """The stored `wire_clocks` column: every field's clock, as JSON text."""
+    return _dumps({name: reg["hlc"] for name, reg in state["fields"].items()})
+
+
+_CLOCKS_KEY = ',"clocks":'
+
+
+def _pull_text(wire, clocks, state, seq, sparse):
+    """One record's pull JSON text from its stored columns."""
+    if wire is None or (clocks is None and not sparse):  # written by another path
+        decoded = orjson.loads(state)
+        wire, clocks = wire_text(decoded), wire_clocks_text(decoded)
+    if not sparse:
+        # `clocks` is the top level's last key and holds only field names and
+        # clocks, so its last occurrence in the text is the top-level one.
+        wire = wire[:wire.rindex(_CLOCKS_KEY) + len(_CLOCKS_KEY)] + clocks + "}"
     return wire[:-1] + ',"seq":' + str(seq) + "}"
 
 
-_COLUMNS = "seq, id, form, wire, CASE WHEN wire IS NULL THEN state END"
+def _columns(sparse):
+    if sparse:
+        return "seq, id, form, wire, NULL, CASE WHEN wire IS NULL THEN state END"
+    return ("seq, id, form, wire, wire_clocks, "
+            "CASE WHEN wire IS NULL OR wire_clocks IS NULL THEN state END")
 
 
 def _form_filter(hidden_forms):
@@ -335,25 +357,25 @@ def _form_filter(hidden_forms):
     return " AND form NOT IN (" + ", ".join("?" * len(hidden_forms)) + ")", list(hidden_forms)
 
 
-def pull_query(user, hidden_forms):
+def pull_query(user, hidden_forms, sparse=False):
     """The seq-walk pull SELECT and its parameters after the area/form filter
     (seq first, limit last): one walk along the seq index, filtered."""
     # `+area`: the (area, seq) index must not be used here, or SQLite would
     # gather every in-scope row and sort it for each page.
     where, params = area_sql(user, column="+area")
     forms_sql, forms = _form_filter(hidden_forms)
-    sql = f"SELECT {_COLUMNS} FROM records WHERE seq > ? AND {where}{forms_sql}"
+    sql = f"SELECT {_columns(sparse)} FROM records WHERE seq > ? AND {where}{forms_sql}"
     return sql + " ORDER BY seq LIMIT ?", params + forms
 
 
-def area_query(areas, after, hidden_forms):
+def area_query(areas, after, hidden_forms, sparse=False):
     """The pull SELECT for a few exact areas and its parameters (limit last).
 
     One walk along (area, seq) per area; SQLite merges the arms in seq order
     (a compound ORDER BY merges arms that are already ordered: no sort).
     """
     forms_sql, forms = _form_filter(hidden_forms)
-    arm = f"SELECT {_COLUMNS} FROM records WHERE area = ? AND seq > ?{forms_sql}"
+    arm = f"SELECT {_columns(sparse)} FROM records WHERE area = ? AND seq > ?{forms_sql}"
     params = [p for area in areas for p in [area, after] + forms]
     return " UNION ALL ".join([arm] * len(areas)) + " ORDER BY 1 LIMIT ?", params
 
@@ -378,43 +400,46 @@ def scope_areas(db, user, most=MAX_AREA_WALKS):
     return sorted(found)
 
 
-def _page_rows(db, user, after, limit, hidden):
-    """Up to `limit` rows (seq, id, form, wire, state-if-no-wire) after `after`."""
+def _page_rows(db, user, after, limit, hidden, sparse):
+    """Up to `limit` rows (seq, id, form, wire, wire_clocks, state-if-no-wire)
+    after `after`."""
     areas = None if user["role"] == "admin" else scope_areas(db, user)
     if areas is None:
-        sql, params = pull_query(user, hidden)
+        sql, params = pull_query(user, hidden, sparse)
         return db.execute(sql, [after] + params + [limit]).fetchall()
     if not areas:
         return []
-    sql, params = area_query(areas, after, hidden)
+    sql, params = area_query(areas, after, hidden, sparse)
     return db.execute(sql, params + [limit]).fetchall()
 
 
-def pull_page(db, user, after, limit, catalog=None):
+def pull_page(db, user, after, limit, catalog=None, *, sparse=False):
     """Records changed after `after` in the user's scope, in commit order,
     each as its pull JSON text (DESIGN.md "Pull"), ready to join into a page.
 
+    :param sparse: each record's `clocks` only where they differ from its `hlc`.
     :returns: ([(id, form, json text)], next cursor seq, more)
     """
     catalog = catalog or Catalog(db)
-    rows = _page_rows(db, user, after, limit + 1, catalog.unreadable_forms(user))
+    rows = _page_rows(db, user, after, limit + 1, catalog.unreadable_forms(user), sparse)
     top = max_seq(db)
     more = len(rows) > limit
     rows = rows[:limit]
-    records = [(rid, form, _with_seq(wire, state, seq)) for seq, rid, form, wire, state in rows]
+    records = [(rid, form, _pull_text(wire, clocks, state, seq, sparse))
+               for seq, rid, form, wire, clocks, state in rows]
     # Past the last page, the cursor jumps to the newest seq of this snapshot:
     # everything up to it is committed and either returned or out of scope.
     cursor = rows[-1][0] if more else max(after, top)
     return records, cursor, more
 
 
-def pull(db, user, after, limit, catalog=None):
+def pull(db, user, after, limit, catalog=None, *, sparse=False):
     """`pull_page` with each record decoded.
 
     :returns: (records in wire form, next cursor seq, more)
     """
-    records, cursor, more = pull_page(db, user, after, limit, catalog)
-    return [json.loads(text) for _, _, text in records], cursor, more
+    records, cursor, more = pull_page(db, user, after, limit, catalog, sparse=sparse)
+    return [orjson.loads(text) for _, _, text in records], cursor, more
 
 
 def max_seq(db):

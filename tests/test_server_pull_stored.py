@@ -26,15 +26,15 @@ def _push(client, headers, device, *records):
     return resp.get_json()["results"]
 
 
-def _expected(db_path, ids_in_order):
+def _expected(db_path, ids_in_order, sparse=False):
     conn = sqlite3.connect(db_path)
     rows = {rid: (json.loads(state), seq) for rid, state, seq in
             conn.execute("SELECT id, state, seq FROM records")}
     conn.close()
-    return [merging.to_wire(*rows[rid]) for rid in ids_in_order]
+    return [merging.to_wire(*rows[rid], sparse=sparse) for rid in ids_in_order]
 
 
-def test_a_page_is_byte_for_byte_what_jsonify_would_build(client):
+def test_a_page_joined_from_stored_json_is_each_record_to_wire(client):
     h = _auth(client, "hw", "dev-a")
     t = now_ms() - 60_000
     a = change(household(head_name="Nguyễn Thị Ánh \"Út\""), hlc=hlc_at(t, "dev-a"))
@@ -50,10 +50,18 @@ def test_a_page_is_byte_for_byte_what_jsonify_would_build(client):
     assert [r["id"] for r in page["records"]] == [a["id"], b["id"]]
     assert page["records"] == _expected(client.application.config["DB"], [a["id"], b["id"]])
     assert page["records"][1]["deleted"] is True and page["records"][1]["tombstone"]
-    # jsonify's own encoding of the same answer (compact, ASCII, key order kept).
-    with client.application.app_context():
-        from flask import jsonify
-        assert resp.get_data() == jsonify(page).get_data()
+    assert "Nguyễn Thị Ánh \\\"Út\\\"".encode() in resp.get_data()  # UTF-8, escaped quotes
+    # Every field's clock by default; with clocks=sparse only those that
+    # differ from hlc (a's phone was edited later: the other fields differ).
+    assert set(page["records"][0]["clocks"]) == set(page["records"][0]["data"])
+    sparse = client.get("/api/v1/sync/pull?clocks=sparse", headers=h).get_json()
+    assert sparse["records"] == _expected(client.application.config["DB"],
+                                          [a["id"], b["id"]], sparse=True)
+    assert "phone" not in sparse["records"][0]["clocks"]
+    assert set(sparse["records"][0]["clocks"]) == set(page["records"][0]["data"]) - {"phone"}
+    assert (sparse["cursor"], sparse["more"]) == (page["cursor"], page["more"])
+    bad = client.get("/api/v1/sync/pull?clocks=some", headers=h)
+    assert bad.status_code == 400 and bad.get_json()["error"] == "invalid_clocks"
 
 
 def test_rows_without_stored_wire_or_with_a_stale_one_are_served_from_state(client):
@@ -104,7 +112,7 @@ FORMS = ["household", "cp_report", "growth"]
 def _fill(db_path, n=240):
     """`n` rows in random areas/forms, some updated (new seq), some without wire."""
     from server.db import connect, write_transaction
-    from server.storage import wire_text
+    from server.storage import wire_clocks_text, wire_text
     rnd = random.Random(7)
     db = connect(str(db_path))
     with write_transaction(db):
@@ -118,10 +126,18 @@ def _fill(db_path, n=240):
                      "deleted": None, "fields": {"n": {"value": i, "hlc": hlc, "device": "dev-x",
                                                        "user": "u", "base": None,
                                                        "origin": None}}}
+            if i % 2:  # an older field: a sparse pull lists its clock
+                state["fields"]["m"] = {"value": -i, "hlc": hlc_at(1_600_000_000_000 + i, "dev-y"),
+                                        "device": "dev-y", "user": "v", "base": None,
+                                        "origin": None}
+            # Some rows as Writer stores them, some without their pull JSON
+            # (another path): both columns, `wire` only, or neither.
             wire = wire_text(state) if i % 3 else None
+            clocks = wire_clocks_text(state) if i % 3 == 1 else None
             db.execute("INSERT INTO records (id, form, form_version, area, state, data, hlc, "
-                       "seq, created_at, updated_at, wire) VALUES (?, ?, 1, ?, ?, '{}', ?, ?, "
-                       "'x', 'x', ?)", [rid, form, area, json.dumps(state), hlc, seq, wire])
+                       "seq, created_at, updated_at, wire, wire_clocks) VALUES (?, ?, 1, ?, ?, "
+                       "'{}', ?, ?, 'x', 'x', ?, ?)",
+                       [rid, form, area, json.dumps(state), hlc, seq, wire, clocks])
         for i in rnd.sample(range(n), n // 4):  # later edits move rows to new seqs
             seq += 1
             db.execute("UPDATE records SET seq = ? WHERE id = ?",
@@ -140,9 +156,9 @@ def _in_scope(area, scopes):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(scopes=st.lists(st.sampled_from(AREAS + ["QN.XX"]), max_size=3),
        hidden=st.lists(st.sampled_from(FORMS), max_size=2, unique=True),
-       limit=st.integers(1, 60), walks=st.sampled_from([0, 1, 2, 64]))
+       limit=st.integers(1, 60), walks=st.sampled_from([0, 1, 2, 64]), sparse=st.booleans())
 def test_per_area_and_seq_walks_page_exactly_like_a_filter(db_path, monkeypatch, scopes,
-                                                            hidden, limit, walks):
+                                                            hidden, limit, walks, sparse):
     from server import storage
 
     class Catalog:  # the hidden forms are the ones this user may not read
@@ -153,11 +169,12 @@ def test_per_area_and_seq_walks_page_exactly_like_a_filter(db_path, monkeypatch,
     monkeypatch.setattr(storage, "MAX_AREA_WALKS", walks)
     user = {"role": "health_worker", "areas": scopes}
     rows = db.execute("SELECT id, form, area, seq, state FROM records ORDER BY seq").fetchall()
-    want = [merging.to_wire(json.loads(state), seq) for rid, form, area, seq, state in rows
+    want = [merging.to_wire(json.loads(state), seq, sparse=sparse)
+            for rid, form, area, seq, state in rows
             if _in_scope(area, scopes) and form not in hidden]
     got, after = [], 0
     while True:
-        records, after, more = storage.pull(db, user, after, limit, Catalog())
+        records, after, more = storage.pull(db, user, after, limit, Catalog(), sparse=sparse)
         got += records
         assert len(records) <= limit
         if not more:
@@ -166,12 +183,13 @@ def test_per_area_and_seq_walks_page_exactly_like_a_filter(db_path, monkeypatch,
     assert after == storage.max_seq(db)
 
 
-def test_migration_4_stores_the_wire_of_existing_rows(client):
-    """A version-3 database: `wire` filled from each state (NULL if unreadable),
-    the (area, seq) index made, the redundant seq index dropped."""
+def test_migrations_4_and_5_store_the_pull_json_of_existing_rows(client):
+    """A version-3 database: `wire` and `wire_clocks` filled from each state
+    (NULL if unreadable), the (area, seq) index made, the redundant seq index
+    dropped; pulls answer as before."""
     from server.db import connect
     from server.migrations import latest_version, migrate
-    from server.storage import wire_text
+    from server.storage import wire_clocks_text, wire_text
     h = _auth(client, "hw", "dev-a")
     a = change(household(), hlc=hlc_at(now_ms() - 1000, "dev-a"))
     _push(client, h, "dev-a", a)
@@ -181,6 +199,7 @@ def test_migration_4_stores_the_wire_of_existing_rows(client):
     conn.execute("DROP TRIGGER records_wire_stale")
     conn.execute("DROP INDEX idx_records_area_seq")
     conn.execute("ALTER TABLE records DROP COLUMN wire")
+    conn.execute("ALTER TABLE records DROP COLUMN wire_clocks")
     conn.execute("CREATE INDEX idx_records_seq ON records (seq)")
     conn.execute("INSERT INTO records (id, form, form_version, area, state, data, hlc, seq, "
                  "created_at, updated_at) VALUES ('bad', 'household', 1, 'QN.TB.01', '{}', "
@@ -188,13 +207,42 @@ def test_migration_4_stores_the_wire_of_existing_rows(client):
     conn.execute("PRAGMA user_version = 3")
     conn.close()
     db = connect(db_file)
-    assert migrate(db) == [4] and latest_version() >= 4
-    rows = dict(db.execute("SELECT id, wire FROM records").fetchall())
+    assert migrate(db) == [4, 5] and latest_version() == 5
+    rows = {r[0]: r[1:] for r in db.execute("SELECT id, wire, wire_clocks FROM records")}
     state = json.loads(db.execute("SELECT state FROM records WHERE id = ?",
                                   [a["id"]]).fetchone()[0])
-    assert rows == {a["id"]: wire_text(state), "bad": None}
+    assert rows == {a["id"]: (wire_text(state), wire_clocks_text(state)), "bad": (None, None)}
     names = {r[1] for r in db.execute("PRAGMA index_list(records)")}
     assert "idx_records_area_seq" in names and "idx_records_seq" not in names
     db.conn.close()
     after = client.get("/api/v1/sync/pull", headers=h).get_data()
     assert json.loads(after)["records"] == json.loads(before)["records"]
+
+
+def test_migration_5_rewrites_the_wire_of_a_version_4_database(client):
+    """Version 4 stored every clock in `wire`: rewritten to the sparse form."""
+    from server.db import connect
+    from server.migrations import migrate
+    from server.storage import wire_text
+    h = _auth(client, "hw", "dev-a")
+    t = now_ms() - 60_000
+    a = change(household(), hlc=hlc_at(t, "dev-a"))
+    _push(client, h, "dev-a", a)
+    _push(client, h, "dev-a", change({"phone": "0911111111"}, hlc=hlc_at(t + 2, "dev-a"),
+                                     record_id=a["id"]))
+    before = client.get("/api/v1/sync/pull", headers=h).get_json()
+    db_file = client.application.config["DB"]
+    conn = sqlite3.connect(db_file, isolation_level=None)
+    state = json.loads(conn.execute("SELECT state FROM records").fetchone()[0])
+    conn.execute("ALTER TABLE records DROP COLUMN wire_clocks")
+    conn.execute("UPDATE records SET wire = ?", [json.dumps(merging.to_wire(state))])
+    conn.execute("PRAGMA user_version = 4")
+    conn.close()
+    db = connect(db_file)
+    assert migrate(db) == [5]
+    assert db.execute("SELECT wire FROM records").fetchone()[0] == wire_text(state)
+    db.conn.close()
+    assert client.get("/api/v1/sync/pull", headers=h).get_json()["records"] == before["records"]
+    sparse = client.get("/api/v1/sync/pull?clocks=sparse", headers=h).get_json()["records"]
+    assert sparse == [merging.to_wire(state, before["records"][0]["seq"], sparse=True)]
+    assert set(sparse[0]["clocks"]) == set(state["fields"]) - {"phone"}
