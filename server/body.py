@@ -101,4 +101,8 @@ def _stdlib_json(raw):
     except UnicodeEncodeError:
         raise ApiError("invalid_json", "The body holds an unpaired surrogate escape "
                        "(\\ud800-\\udfff); send text as valid UTF-8.", 400) from None
+    try:
+        orjson.dumps(payload)  # what is stored and answered is encoded with it
+    except orjson.JSONEncodeError:
+        raise ApiError("invalid_json", "The body holds an integer beyond 64 bits.", 400) from None
     return payload

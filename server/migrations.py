@@ -124,13 +124,11 @@ def m004_pull_wire_and_area_seq(db):
 
 
 @migration
-def m005_sparse_wire(db):
-    # `wire` now lists only the clocks that differ from the record's hlc
-    # (`clocks` last), and `wire_clocks` holds every field's clock: a pull
-    # with clocks=sparse sends the first as is, a full pull splices in the
-    # second (storage._pull_text). Every row is rewritten.
-    if "wire_clocks" not in {row[1] for row in db.execute("PRAGMA table_info(records)")}:
-        db.execute("ALTER TABLE records ADD COLUMN wire_clocks TEXT")
+def m005_packed_state_sparse_wire(db):
+    # Rows fit their page again: `state` is packed (storage.encode_state:
+    # each clock and device once per record, not once per field) and `wire`
+    # lists only the clocks that differ from the record's hlc (a full pull
+    # fills in the others). Every row is rewritten.
     from . import storage  # late: migrations need not load storage otherwise
     last = 0
     while True:  # in rowid chunks: no cursor open over rows being updated
@@ -138,19 +136,19 @@ def m005_sparse_wire(db):
                           "ORDER BY rowid LIMIT 2000", [last]).fetchall()
         if not rows:
             break
-        db.conn.executemany("UPDATE records SET wire = ?, wire_clocks = ? WHERE rowid = ?",
-                            [(*_wire_or_none(storage, state), rowid) for rowid, state in rows])
+        db.conn.executemany("UPDATE records SET state = ?, wire = ? WHERE rowid = ?",
+                            [(*_repacked(storage, state), rowid) for rowid, state in rows])
         last = rows[-1][0]
 
 
-def _wire_or_none(storage, state):
-    # A state that cannot be read is left NULL: pull then reads it from
-    # `state` as before, and `init` does not fail on one bad row.
+def _repacked(storage, text):
+    # A state that cannot be read is kept as it is, with `wire` NULL: pull
+    # then reads it as before, and `init` does not fail on one bad row.
     try:
-        decoded = json.loads(state)
-        return storage.wire_text(decoded), storage.wire_clocks_text(decoded)
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None, None
+        state = storage.decode_state(text)
+        return storage.encode_state(state), storage.wire_text(state)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+        return text, None
 
 
 def current_version(db):

@@ -31,15 +31,77 @@ def _register_out(reg):
             "user": reg.get("user")}
 
 
+_RECORD_COLUMNS = "id, form, form_version, area, state, seq, flags, created_at"
+
+
+def encode_state(state):
+    """The stored `state` column: the merge state (schemas/merge.py), packed.
+
+    Registers repeat their clock, device and user field after field; packed,
+    each distinct clock and (device, user) pair is written once and a field
+    refers to them by index, with base and origin left out while null:
+    ``{id, form, form_version, area, "f": {name: [value, clock#, node#,
+    (base, origin)]}, "t": tombstone register | null, "h": [clock, ...],
+    "n": [[device, user], ...]}``. An anc_visit's state takes ~550 bytes
+    instead of ~2,100, so a row fits its page.
+    """
+    clocks, nodes = {}, {}
+
+    def pack(reg):
+        out = [reg["value"], clocks.setdefault(reg["hlc"], len(clocks)),
+               nodes.setdefault((reg["device"], reg["user"]), len(nodes))]
+        base, origin = reg.get("base"), reg.get("origin")
+        return out if base is None and origin is None else out + [base, origin]
+
+    fields = {name: pack(reg) for name, reg in state["fields"].items()}
+    tomb = pack(state["deleted"]) if state["deleted"] else None
+    return _dumps({"id": state["id"], "form": state["form"],
+                   "form_version": state["form_version"], "area": state["area"],
+                   "f": fields, "t": tomb, "h": list(clocks), "n": list(nodes)})
+
+
+def decode_state(text):
+    """The merge state from the stored `state` column (`encode_state`); an
+    unpacked state (a row written before migration 5) is read as it is."""
+    packed = orjson.loads(text)
+    if "fields" in packed:
+        return packed
+    clocks, nodes = packed["h"], packed["n"]
+
+    def unpack(p):
+        device, user = nodes[p[2]]
+        return {"value": p[0], "hlc": clocks[p[1]], "device": device, "user": user,
+                "base": p[3] if len(p) > 3 else None, "origin": p[4] if len(p) > 3 else None}
+
+    return {"id": packed["id"], "form": packed["form"], "form_version": packed["form_version"],
+            "area": packed["area"],
+            "fields": {name: unpack(p) for name, p in packed["f"].items()},
+            "deleted": unpack(packed["t"]) if packed["t"] else None}
+
+
+def _record(row):
+    return {"id": row[0], "form": row[1], "form_version": row[2], "area": row[3],
+            "state": decode_state(row[4]), "seq": row[5], "flags": orjson.loads(row[6]),
+            "created_at": row[7]}
+
+
 def get_record(db, record_id):
     """The stored row as a dict with `state` decoded, or None."""
-    row = db.execute("SELECT id, form, form_version, area, state, seq, flags, created_at "
-                     "FROM records WHERE id = ?", [record_id]).fetchone()
-    if row is None:
-        return None
-    return {"id": row[0], "form": row[1], "form_version": row[2], "area": row[3],
-            "state": orjson.loads(row[4]), "seq": row[5], "flags": orjson.loads(row[6]),
-            "created_at": row[7]}
+    row = db.execute(f"SELECT {_RECORD_COLUMNS} FROM records WHERE id = ?",
+                     [record_id]).fetchone()
+    return None if row is None else _record(row)
+
+
+def get_records(db, ids):
+    """`get_record` of many ids at once: {id: record} for those stored."""
+    ids = list(dict.fromkeys(ids))
+    out = {}
+    for i in range(0, len(ids), 500):  # SQLite's bound-parameter limit
+        chunk = ids[i:i + 500]
+        out.update((row[0], _record(row)) for row in db.execute(
+            f"SELECT {_RECORD_COLUMNS} FROM records WHERE id IN ({', '.join('?' * len(chunk))})",
+            chunk))
+    return out
 
 
 def today(tz_name):
@@ -65,13 +127,34 @@ class Writer:
         self.today = today(tz_name)
         self.bound = clock.tolerance_bound(int(tolerance_seconds * 1000))
         self.restamped = 0
+        self._stored = {}    # {id: stored record or None}: `preload` and this batch's saves
+        self._unseen = None  # the largest trusted clock the server clock has not observed
 
     def _next_seq(self):
         self.seq += 1
         return self.seq
 
+    def preload(self, ids):
+        """Read the stored records of a batch's ids in one query (under the lock)."""
+        found = get_records(self.db, ids)
+        self._stored.update((rid, found.get(rid)) for rid in ids)
+
+    def _observe(self):
+        # Observing only the largest clock is the same as observing each in
+        # turn: the server clock just has to move past all of them before it
+        # issues one (a re-stamp, the answer's hlc, the saved state).
+        if self._unseen is not None:
+            self.clock.observe(self._unseen)
+            self._unseen = None
+
+    def hlc(self):
+        """A fresh server clock, past every clock this writer has accepted."""
+        self._observe()
+        return self.clock.now()
+
     def finish(self):
         """Persist the sequence number and the server clock (inside the transaction)."""
+        self._observe()
         self.db.execute("UPDATE meta SET value = ? WHERE key = 'seq'", [str(self.seq)])
         clock.save(self.db, self.clock)
         clock.save_commit_time(self.db, self.now)
@@ -87,7 +170,8 @@ class Writer:
             the write lock), used only if its guesses hold under the lock.
         """
         record_id = change["id"]
-        stored = get_record(self.db, record_id)
+        stored = self._stored[record_id] if record_id in self._stored \
+            else get_record(self.db, record_id)
         form = self.catalog.get(change["form"], change["form_version"])
         definition = form.definition if form else {"restricted_to": None}
         if not covers(user, change["area"]) or (stored and not covers(user, stored["area"])):
@@ -116,13 +200,17 @@ class Writer:
         if checked.errors:
             return _rejected(record_id, checked.errors, code="invalid")
         change = {**change, "data": checked.data}
-        for c in [change["hlc"], *change.get("clocks", {}).values()]:
-            if c <= self.bound:  # only trusted clocks move the server's
-                self.clock.observe(c)
+        clocks = change.get("clocks")
+        top = max(change["hlc"], *clocks.values()) if clocks else change["hlc"]
+        if top > self.bound:  # only trusted clocks move the server's
+            top = max((c for c in [change["hlc"], *clocks.values()] if c <= self.bound),
+                      default=None)
+        if top is not None and (self._unseen is None or top > self._unseen):
+            self._unseen = top
         try:
             result = merging.merge(stored["state"] if stored else None, change,
                                    device=device, user=user["username"],
-                                   restamp=self.clock.now, max_clock=self.bound)
+                                   restamp=self.hlc, max_clock=self.bound)
         except merging.ClockReused as exc:
             return _rejected(record_id, {exc.field: [
                 "clock_reused: this clock already carries a different value; the "
@@ -171,24 +259,27 @@ class Writer:
         # statement. An UPDATE whose wire text happens to equal the old one
         # leaves it NULL (trigger records_wire_stale): pull then builds it
         # from `state`, the same answer.
-        row = [state["form"], state["form_version"], state["area"], _dumps(state),
+        row = [state["form"], state["form_version"], state["area"], encode_state(state),
                _dumps(values), _dumps(computed) if computed else "{}",
                int(deleted), merging.record_hlc(state), seq, self.now, user,
-               device, _dumps(flags) if flags else "[]", wire_text(state),
-               wire_clocks_text(state)]
+               device, _dumps(flags) if flags else "[]", wire_text(state)]
         if stored is None:
             self.db.execute(
                 "INSERT INTO records (form, form_version, area, state, data, computed, deleted, "
-                "hlc, seq, updated_at, updated_by, device, flags, wire, wire_clocks, id, "
-                "created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                "?, ?)", row + [state["id"], self.now, user])
+                "hlc, seq, updated_at, updated_by, device, flags, wire, id, created_at, "
+                "created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row + [state["id"], self.now, user])
         else:
             self.db.execute(
                 "UPDATE records SET form = ?, form_version = ?, area = ?, state = ?, data = ?, "
                 "computed = ?, deleted = ?, hlc = ?, seq = ?, updated_at = ?, updated_by = ?, "
-                "device = ?, flags = ?, wire = ?, wire_clocks = ? WHERE id = ?",
-                row + [state["id"]])
-        return {"id": state["id"], "seq": seq, "flags": flags}
+                "device = ?, flags = ?, wire = ? WHERE id = ?", row + [state["id"]])
+        saved = {"id": state["id"], "form": state["form"], "form_version": state["form_version"],
+                 "area": state["area"], "state": state, "seq": seq, "flags": flags,
+                 "created_at": stored["created_at"] if stored else self.now}
+        if state["id"] in self._stored:  # the same id again in this batch
+            self._stored[state["id"]] = saved
+        return saved
 
     def _log_conflicts(self, state, conflicts):
         # One entry per record, field and losing clock: a resend logs nothing new.
@@ -287,7 +378,7 @@ def apply_server_change(db, record_id, data, user, *, deleted=None, catalog=None
                 "errors": {"id": ["No record with this id."]}}
     writer = Writer(db, tolerance_seconds=tolerance_seconds, tz_name=tz_name, catalog=catalog)
     fields = stored["state"]["fields"]
-    hlc = writer.clock.now()
+    hlc = writer.hlc()
     change = {"id": record_id, "form": stored["form"],
               "form_version": stored["state"]["form_version"], "area": stored["area"],
               "data": dict(data), "hlc": hlc, "clocks": {},
@@ -315,40 +406,29 @@ MAX_AREA_WALKS = 64
 
 def wire_text(state):
     """The stored `wire` column: `merge.to_wire(state, sparse=True)` as
-    compact JSON text without `seq`; `clocks` is its last key.
+    compact JSON text, without `seq`.
 
-    A pull page is these texts joined, so pull neither decodes nor encodes
-    records: a sparse pull appends `seq`; a full pull (DESIGN.md: `clocks`
-    of all fields) also swaps in the stored `wire_clocks`.
+    A sparse pull page is these texts joined, each with its `seq` spliced
+    in: pull neither decodes nor encodes them. A full pull (DESIGN.md:
+    `clocks` of all fields) decodes each to fill in the clocks.
     """
     return _dumps(merging.to_wire(state, sparse=True))
 
 
-def wire_clocks_text(state):
-    """The stored `wire_clocks` column: every field's clock, as JSON text."""
-    return _dumps({name: reg["hlc"] for name, reg in state["fields"].items()})
-
-
-_CLOCKS_KEY = ',"clocks":'
-
-
-def _pull_text(wire, clocks, state, seq, sparse):
+def _pull_text(wire, state, seq, sparse):
     """One record's pull JSON text from its stored columns."""
-    if wire is None or (clocks is None and not sparse):  # written by another path
-        decoded = orjson.loads(state)
-        wire, clocks = wire_text(decoded), wire_clocks_text(decoded)
+    if wire is None:  # written by another path (the trigger records_wire_stale)
+        wire = wire_text(decode_state(state))
     if not sparse:
-        # `clocks` is the top level's last key and holds only field names and
-        # clocks, so its last occurrence in the text is the top-level one.
-        wire = wire[:wire.rindex(_CLOCKS_KEY) + len(_CLOCKS_KEY)] + clocks + "}"
+        record = orjson.loads(wire)
+        hlc, clocks = record["hlc"], record["clocks"]
+        record["clocks"] = {name: clocks.get(name, hlc) for name in record["data"]}
+        wire = _dumps(record)
+    # `seq` last: splice it in before the closing brace.
     return wire[:-1] + ',"seq":' + str(seq) + "}"
 
 
-def _columns(sparse):
-    if sparse:
-        return "seq, id, form, wire, NULL, CASE WHEN wire IS NULL THEN state END"
-    return ("seq, id, form, wire, wire_clocks, "
-            "CASE WHEN wire IS NULL OR wire_clocks IS NULL THEN state END")
+_COLUMNS = "seq, id, form, wire, CASE WHEN wire IS NULL THEN state END"
 
 
 def _form_filter(hidden_forms):
@@ -357,25 +437,25 @@ def _form_filter(hidden_forms):
     return " AND form NOT IN (" + ", ".join("?" * len(hidden_forms)) + ")", list(hidden_forms)
 
 
-def pull_query(user, hidden_forms, sparse=False):
+def pull_query(user, hidden_forms):
     """The seq-walk pull SELECT and its parameters after the area/form filter
     (seq first, limit last): one walk along the seq index, filtered."""
     # `+area`: the (area, seq) index must not be used here, or SQLite would
     # gather every in-scope row and sort it for each page.
     where, params = area_sql(user, column="+area")
     forms_sql, forms = _form_filter(hidden_forms)
-    sql = f"SELECT {_columns(sparse)} FROM records WHERE seq > ? AND {where}{forms_sql}"
+    sql = f"SELECT {_COLUMNS} FROM records WHERE seq > ? AND {where}{forms_sql}"
     return sql + " ORDER BY seq LIMIT ?", params + forms
 
 
-def area_query(areas, after, hidden_forms, sparse=False):
+def area_query(areas, after, hidden_forms):
     """The pull SELECT for a few exact areas and its parameters (limit last).
 
     One walk along (area, seq) per area; SQLite merges the arms in seq order
     (a compound ORDER BY merges arms that are already ordered: no sort).
     """
     forms_sql, forms = _form_filter(hidden_forms)
-    arm = f"SELECT {_columns(sparse)} FROM records WHERE area = ? AND seq > ?{forms_sql}"
+    arm = f"SELECT {_COLUMNS} FROM records WHERE area = ? AND seq > ?{forms_sql}"
     params = [p for area in areas for p in [area, after] + forms]
     return " UNION ALL ".join([arm] * len(areas)) + " ORDER BY 1 LIMIT ?", params
 
@@ -400,16 +480,15 @@ def scope_areas(db, user, most=MAX_AREA_WALKS):
     return sorted(found)
 
 
-def _page_rows(db, user, after, limit, hidden, sparse):
-    """Up to `limit` rows (seq, id, form, wire, wire_clocks, state-if-no-wire)
-    after `after`."""
+def _page_rows(db, user, after, limit, hidden):
+    """Up to `limit` rows (seq, id, form, wire, state-if-no-wire) after `after`."""
     areas = None if user["role"] == "admin" else scope_areas(db, user)
     if areas is None:
-        sql, params = pull_query(user, hidden, sparse)
+        sql, params = pull_query(user, hidden)
         return db.execute(sql, [after] + params + [limit]).fetchall()
     if not areas:
         return []
-    sql, params = area_query(areas, after, hidden, sparse)
+    sql, params = area_query(areas, after, hidden)
     return db.execute(sql, params + [limit]).fetchall()
 
 
@@ -421,12 +500,12 @@ def pull_page(db, user, after, limit, catalog=None, *, sparse=False):
     :returns: ([(id, form, json text)], next cursor seq, more)
     """
     catalog = catalog or Catalog(db)
-    rows = _page_rows(db, user, after, limit + 1, catalog.unreadable_forms(user), sparse)
+    rows = _page_rows(db, user, after, limit + 1, catalog.unreadable_forms(user))
     top = max_seq(db)
     more = len(rows) > limit
     rows = rows[:limit]
-    records = [(rid, form, _pull_text(wire, clocks, state, seq, sparse))
-               for seq, rid, form, wire, clocks, state in rows]
+    records = [(rid, form, _pull_text(wire, state, seq, sparse))
+               for seq, rid, form, wire, state in rows]
     # Past the last page, the cursor jumps to the newest seq of this snapshot:
     # everything up to it is committed and either returned or out of scope.
     cursor = rows[-1][0] if more else max(after, top)

@@ -22,6 +22,7 @@ from pathlib import Path
 import requests
 
 from schemas.clock import Clock
+from server.storage import decode_state
 
 ROOT = Path(__file__).resolve().parent.parent
 FORMS_DIR = ROOT / "schemas" / "forms"
@@ -381,7 +382,7 @@ def read_db(path):
         rows = {}
         for rid, state, data, seq, deleted in conn.execute(
                 "SELECT id, state, data, seq, deleted FROM records"):
-            rows[rid] = {"state": json.loads(state), "data": json.loads(data), "seq": seq,
+            rows[rid] = {"state": decode_state(state), "data": json.loads(data), "seq": seq,
                          "deleted": bool(deleted)}
         batches = {(d, b) for d, b in conn.execute("SELECT device_id, batch_id FROM batches")}
         conflicts = [(rid, name, json.loads(cur), json.loads(lose)) for rid, name, cur, lose in

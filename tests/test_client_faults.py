@@ -19,6 +19,7 @@ import time_machine
 from client_sync import Client, NetworkConfig, SyncError
 from client_sync.store import Store
 from faultproxy import FaultProxy
+from server.storage import decode_state
 
 ROOT = Path(__file__).resolve().parent.parent
 PUSH, PULL = b"POST /api/v1/sync/push", b"GET /api/v1/sync/pull"
@@ -230,8 +231,8 @@ def test_clock_a_year_ahead_is_restamped_adopted_and_warned(server_process, tmp_
         report = d.sync()
         assert report.restamped >= 4 and report.skew > 364 * 86400
         adopted = d.store.state(rid)["fields"]["head_name"]
-        server_clock = json.loads(server_query(server_process, "SELECT state FROM records WHERE id = ?",
-                                               rid)[0][0])["fields"]["head_name"]["hlc"]
+        server_clock = decode_state(server_query(server_process, "SELECT state FROM records "
+                                                 "WHERE id = ?", rid)[0][0])["fields"]["head_name"]["hlc"]
         assert adopted["hlc"] == server_clock < future
         assert d.status()["skew_warning"] and "ahead" in d.status()["skew_warning"]
         assert d.sync().pushed == 0  # adopted: nothing left to resend

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from conftest import batch, change, hlc_at, household, login, now_ms
 from schemas import merge as merging
+from server.storage import decode_state
 
 
 def _auth(client, name, device):
@@ -28,7 +29,7 @@ def _push(client, headers, device, *records):
 
 def _expected(db_path, ids_in_order, sparse=False):
     conn = sqlite3.connect(db_path)
-    rows = {rid: (json.loads(state), seq) for rid, state, seq in
+    rows = {rid: (decode_state(state), seq) for rid, state, seq in
             conn.execute("SELECT id, state, seq FROM records")}
     conn.close()
     return [merging.to_wire(*rows[rid], sparse=sparse) for rid in ids_in_order]
@@ -74,9 +75,9 @@ def test_rows_without_stored_wire_or_with_a_stale_one_are_served_from_state(clie
     assert conn.execute("SELECT count(*) FROM records WHERE wire IS NULL").fetchone()[0] == 0
     conn.execute("UPDATE records SET wire = NULL WHERE id = ?", [a["id"]])
     # Another writer changes a state and forgets `wire`: the trigger clears it.
-    state = json.loads(conn.execute("SELECT state FROM records WHERE id = ?",
-                                    [b["id"]]).fetchone()[0])
-    state["fields"]["head_name"]["value"] = "Changed Elsewhere"
+    state = decode_state(conn.execute("SELECT state FROM records WHERE id = ?",
+                                      [b["id"]]).fetchone()[0])
+    state["fields"]["head_name"]["value"] = "Changed Elsewhere"  # stored unpacked: also read
     conn.execute("UPDATE records SET state = ? WHERE id = ?", [json.dumps(state), b["id"]])
     assert conn.execute("SELECT wire FROM records WHERE id = ?", [b["id"]]).fetchone()[0] is None
     conn.close()
@@ -112,7 +113,7 @@ FORMS = ["household", "cp_report", "growth"]
 def _fill(db_path, n=240):
     """`n` rows in random areas/forms, some updated (new seq), some without wire."""
     from server.db import connect, write_transaction
-    from server.storage import wire_clocks_text, wire_text
+    from server.storage import encode_state, wire_text
     rnd = random.Random(7)
     db = connect(str(db_path))
     with write_transaction(db):
@@ -131,13 +132,12 @@ def _fill(db_path, n=240):
                                         "device": "dev-y", "user": "v", "base": None,
                                         "origin": None}
             # Some rows as Writer stores them, some without their pull JSON
-            # (another path): both columns, `wire` only, or neither.
+            # (another path), some with an unpacked state (before migration 5).
             wire = wire_text(state) if i % 3 else None
-            clocks = wire_clocks_text(state) if i % 3 == 1 else None
+            text = encode_state(state) if i % 5 else json.dumps(state)
             db.execute("INSERT INTO records (id, form, form_version, area, state, data, hlc, "
-                       "seq, created_at, updated_at, wire, wire_clocks) VALUES (?, ?, 1, ?, ?, "
-                       "'{}', ?, ?, 'x', 'x', ?, ?)",
-                       [rid, form, area, json.dumps(state), hlc, seq, wire, clocks])
+                       "seq, created_at, updated_at, wire) VALUES (?, ?, 1, ?, ?, '{}', ?, ?, "
+                       "'x', 'x', ?)", [rid, form, area, text, hlc, seq, wire])
         for i in rnd.sample(range(n), n // 4):  # later edits move rows to new seqs
             seq += 1
             db.execute("UPDATE records SET seq = ? WHERE id = ?",
@@ -169,7 +169,7 @@ def test_per_area_and_seq_walks_page_exactly_like_a_filter(db_path, monkeypatch,
     monkeypatch.setattr(storage, "MAX_AREA_WALKS", walks)
     user = {"role": "health_worker", "areas": scopes}
     rows = db.execute("SELECT id, form, area, seq, state FROM records ORDER BY seq").fetchall()
-    want = [merging.to_wire(json.loads(state), seq, sparse=sparse)
+    want = [merging.to_wire(decode_state(state), seq, sparse=sparse)
             for rid, form, area, seq, state in rows
             if _in_scope(area, scopes) and form not in hidden]
     got, after = [], 0
@@ -189,7 +189,7 @@ def test_migrations_4_and_5_store_the_pull_json_of_existing_rows(client):
     dropped; pulls answer as before."""
     from server.db import connect
     from server.migrations import latest_version, migrate
-    from server.storage import wire_clocks_text, wire_text
+    from server.storage import encode_state, wire_text
     h = _auth(client, "hw", "dev-a")
     a = change(household(), hlc=hlc_at(now_ms() - 1000, "dev-a"))
     _push(client, h, "dev-a", a)
@@ -198,8 +198,9 @@ def test_migrations_4_and_5_store_the_pull_json_of_existing_rows(client):
     conn = sqlite3.connect(db_file, isolation_level=None)
     conn.execute("DROP TRIGGER records_wire_stale")
     conn.execute("DROP INDEX idx_records_area_seq")
+    state = decode_state(conn.execute("SELECT state FROM records").fetchone()[0])
+    conn.execute("UPDATE records SET state = ?", [json.dumps(state)])  # unpacked, as then
     conn.execute("ALTER TABLE records DROP COLUMN wire")
-    conn.execute("ALTER TABLE records DROP COLUMN wire_clocks")
     conn.execute("CREATE INDEX idx_records_seq ON records (seq)")
     conn.execute("INSERT INTO records (id, form, form_version, area, state, data, hlc, seq, "
                  "created_at, updated_at) VALUES ('bad', 'household', 1, 'QN.TB.01', '{}', "
@@ -208,10 +209,8 @@ def test_migrations_4_and_5_store_the_pull_json_of_existing_rows(client):
     conn.close()
     db = connect(db_file)
     assert migrate(db) == [4, 5] and latest_version() == 5
-    rows = {r[0]: r[1:] for r in db.execute("SELECT id, wire, wire_clocks FROM records")}
-    state = json.loads(db.execute("SELECT state FROM records WHERE id = ?",
-                                  [a["id"]]).fetchone()[0])
-    assert rows == {a["id"]: (wire_text(state), wire_clocks_text(state)), "bad": (None, None)}
+    rows = {r[0]: r[1:] for r in db.execute("SELECT id, state, wire FROM records")}
+    assert rows == {a["id"]: (encode_state(state), wire_text(state)), "bad": ("{}", None)}
     names = {r[1] for r in db.execute("PRAGMA index_list(records)")}
     assert "idx_records_area_seq" in names and "idx_records_seq" not in names
     db.conn.close()
@@ -219,11 +218,11 @@ def test_migrations_4_and_5_store_the_pull_json_of_existing_rows(client):
     assert json.loads(after)["records"] == json.loads(before)["records"]
 
 
-def test_migration_5_rewrites_the_wire_of_a_version_4_database(client):
-    """Version 4 stored every clock in `wire`: rewritten to the sparse form."""
+def test_migration_5_packs_state_and_sparse_wire_of_a_version_4_database(client):
+    """Version 4 stored `state` unpacked and every clock in `wire`: both rewritten."""
     from server.db import connect
     from server.migrations import migrate
-    from server.storage import wire_text
+    from server.storage import encode_state, wire_text
     h = _auth(client, "hw", "dev-a")
     t = now_ms() - 60_000
     a = change(household(), hlc=hlc_at(t, "dev-a"))
@@ -233,14 +232,16 @@ def test_migration_5_rewrites_the_wire_of_a_version_4_database(client):
     before = client.get("/api/v1/sync/pull", headers=h).get_json()
     db_file = client.application.config["DB"]
     conn = sqlite3.connect(db_file, isolation_level=None)
-    state = json.loads(conn.execute("SELECT state FROM records").fetchone()[0])
-    conn.execute("ALTER TABLE records DROP COLUMN wire_clocks")
-    conn.execute("UPDATE records SET wire = ?", [json.dumps(merging.to_wire(state))])
+    state = decode_state(conn.execute("SELECT state FROM records").fetchone()[0])
+    conn.execute("UPDATE records SET state = ?, wire = ?",
+                 [json.dumps(state), json.dumps(merging.to_wire(state))])
     conn.execute("PRAGMA user_version = 4")
     conn.close()
     db = connect(db_file)
     assert migrate(db) == [5]
-    assert db.execute("SELECT wire FROM records").fetchone()[0] == wire_text(state)
+    packed, wire = db.execute("SELECT state, wire FROM records").fetchone()
+    assert (packed, wire) == (encode_state(state), wire_text(state))
+    assert decode_state(packed) == state and len(packed) < len(json.dumps(state)) / 2
     db.conn.close()
     assert client.get("/api/v1/sync/pull", headers=h).get_json()["records"] == before["records"]
     sparse = client.get("/api/v1/sync/pull?clocks=sparse", headers=h).get_json()["records"]

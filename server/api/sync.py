@@ -143,6 +143,7 @@ def push():
                 return _json_answer(answer)
             writer = storage.Writer(db, tolerance_seconds=cfg["CLOCK_TOLERANCE_SECONDS"],
                                     tz_name=cfg["TIMEZONE"])
+            writer.preload([c["id"] for c in changes if "status" not in c])
             results = []
             # Most devices have no outstanding rejection: then an accepted
             # change has none to clear, and note_rejection is skipped for it.
@@ -156,7 +157,7 @@ def push():
                     pending = True
                 results.append(result)
             answer = orjson.dumps({
-                "results": results, "hlc": writer.clock.now(),
+                "results": results, "hlc": writer.hlc(),
                 "skew": {"seconds": round(skew, 3), "restamped": writer.restamped}})
             writer.finish()
             db.execute("INSERT INTO devices (device_id, username, app_version, last_push, "
