@@ -97,6 +97,16 @@ def merge(stored: dict | None, change: dict, *, device: str, user: str,
             reg["origin"], reg["hlc"] = reg["hlc"], restamp()
             result.restamped.append(name)
 
+    if stored is None:  # a create: every field is new (the common push)
+        for name, value in change.get("data", {}).items():
+            inc = _register(value, clocks.get(name, hlc), device, user, bases.get(name))
+            stamp(inc, name)
+            fields[name] = inc
+            result.changed.append(name)
+        if change.get("deleted") is not None:
+            _merge_tombstone(record, change, device, user, bases, stamp, result)
+        return result
+
     for name, value in change.get("data", {}).items():
         clock = clocks.get(name, hlc)
         kept = fields.get(name)

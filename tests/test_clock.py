@@ -29,6 +29,26 @@ def test_malformed_clocks_are_refused(bad):
         parse(bad)
 
 
+def _parses(s):
+    try:
+        parse(s)
+    except ValueError:
+        return False
+    return True
+
+
+# Clock-shaped strings with any part out of range: each digit position may be
+# any digit (days 00-39, hours 00-29, ...), or a non-ASCII digit.
+_DIGIT = st.sampled_from("0123456789") | st.sampled_from("0129٣")
+_SHAPED = st.tuples(st.lists(_DIGIT, min_size=17, max_size=17), NODES).map(
+    lambda t: "{}{}{}{}-{}{}-{}{}T{}{}:{}{}:{}{}.{}{}{}Z-00a0-".format(*t[0]) + t[1])
+
+
+@given(st.one_of(_SHAPED, st.text(max_size=40), MILLIS.map(lambda m: format_hlc(m, 0, "n"))))
+def test_is_valid_is_exactly_whether_parse_succeeds(s):
+    assert is_valid(s) == _parses(s)
+
+
 @given(MILLIS, COUNTERS, NODES, MILLIS, COUNTERS, NODES)
 def test_string_order_is_clock_order(m1, c1, n1, m2, c2, n2):
     a, b = format_hlc(m1, c1, n1), format_hlc(m2, c2, n2)

@@ -184,7 +184,7 @@ def test_per_area_and_seq_walks_page_exactly_like_a_filter(db_path, monkeypatch,
 
 
 def test_migrations_4_and_5_store_the_pull_json_of_existing_rows(client):
-    """A version-3 database: `wire` and `wire_clocks` filled from each state
+    """A version-3 database: `state` packed and `wire` filled from each state
     (NULL if unreadable), the (area, seq) index made, the redundant seq index
     dropped; pulls answer as before."""
     from server.db import connect
