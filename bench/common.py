@@ -29,6 +29,8 @@ import uuid
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
+import orjson
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 PEERS = BENCH / ".peers"
@@ -471,17 +473,21 @@ class Client:
                                f"{json.dumps(bad[0])[:400]}")
         return answer
 
-    def pull_page(self, cursor: str | None, limit: int) -> tuple[dict, int]:
-        """One pull page: (decoded answer, response bytes on the wire)."""
-        params = {"limit": limit}
+    def pull_page(self, cursor: str | None, limit: int, clocks: str = "sparse") -> tuple[dict, int]:
+        """One pull page: (decoded answer, response bytes on the wire).
+
+        As the device library pulls: sparse clocks, gzip, orjson decoding;
+        ``clocks="all"`` is DESIGN's default (every field's clock).
+        """
+        params = {"limit": limit, "clocks": clocks}
         if cursor:
             params["cursor"] = cursor
         r = self.http.get(self.url + "/api/v1/sync/pull", params=params, timeout=300)
         if r.status_code != 200:
             raise RuntimeError(f"pull failed: {r.status_code} {r.text[:300]}")
-        return r.json(), len(r.content)
+        return orjson.loads(r.content), len(r.content)
 
-    def pull_all(self, limit: int, decode: bool = True) -> int:
+    def pull_all(self, limit: int, decode: bool = True, clocks: str = "sparse") -> int:
         """Pull everything from the start; returns the number of records.
 
         :param decode: False reads each page's cursor from its tail and counts
@@ -490,11 +496,11 @@ class Client:
         cursor, n = None, 0
         while True:
             if decode:
-                page, _ = self.pull_page(cursor, limit)
+                page, _ = self.pull_page(cursor, limit, clocks)
                 n += len(page["records"])
                 cursor, more = page["cursor"], page["more"]
             else:
-                params = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+                params = {"limit": limit, "clocks": clocks, **({"cursor": cursor} if cursor else {})}
                 r = self.http.get(self.url + "/api/v1/sync/pull", params=params, timeout=300)
                 if r.status_code != 200:
                     raise RuntimeError(f"pull failed: {r.status_code} {r.text[:300]}")

@@ -8,8 +8,10 @@ merge, `synchronous=FULL`. Creates and edits (one or two fields of each
 created record, with bases) are measured separately; one client, then four
 concurrent clients (four devices).
 
-Pull: everything the pushes stored, from an empty cursor, in pages of 1,000
-and 5,000, decoded by the client (`response.json()`).
+Pull: everything the pushes stored (every record created, then edited once),
+from an empty cursor, in pages of 1,000 and 5,000, as the device library
+pulls: `clocks=sparse`, gzip, decoded with orjson. One row each for DESIGN's
+default (`clocks=all`) and for pages not decoded (server and HTTP alone).
 
 Breakdown: the same push in-process (Flask test client, no HTTP) under
 cProfile, the time split into parse, envelope, form validation, merge, SQL,
@@ -82,9 +84,10 @@ def _concurrent(clients, bodies_by_client, size) -> float:
     return time.perf_counter() - t0
 
 
-def _pull_rate(client: common.Client, limit: int, decode: bool = True) -> tuple[float, int]:
+def _pull_rate(client: common.Client, limit: int, decode: bool = True,
+               clocks: str = "sparse") -> tuple[float, int]:
     t0 = time.perf_counter()
-    n = client.pull_all(limit, decode=decode)
+    n = client.pull_all(limit, decode=decode, clocks=clocks)
     return n / (time.perf_counter() - t0), n
 
 
@@ -128,8 +131,8 @@ def run(mode: str = "full") -> dict:
 
         # Pull: the health worker's area holds every record pushed above.
         stored = None
-        pull = Table("pull: records/s over HTTP from an empty cursor (the client decodes "
-                     "the JSON unless noted)")
+        pull = Table("pull: records/s over HTTP from an empty cursor, every record edited "
+                     "once; as the device pulls (clocks=sparse, gzip, orjson) unless noted")
         for limit in (1000, 5000):
             rates = []
             for _ in range(pull_rounds):
@@ -137,6 +140,9 @@ def run(mode: str = "full") -> dict:
                 rates.append(rate)
             out[f"pull_{limit}"] = pull.add(f"pages of {limit}", "records/s", rates,
                                             f"{stored:,} records")
+        rates = [_pull_rate(clients[0], 5000, clocks="all")[0] for _ in range(pull_rounds)]
+        out["pull_5000_all_clocks"] = pull.add("pages of 5000, every clock (DESIGN's default)",
+                                               "records/s", rates)
         # The same pages, not decoded: what the server and HTTP alone deliver.
         rates = [_pull_rate(clients[0], 5000, decode=False)[0] for _ in range(pull_rounds)]
         out["pull_5000_raw"] = pull.add("pages of 5000, not decoded by the client",
@@ -172,7 +178,9 @@ CATEGORIES = [
     ("merge (schemas.merge.merge)", [("schemas/merge.py", "merge")]),
     ("SQL (sqlite3 calls)", "sqlite3"),
     ("storage encoding (JSON columns)", [("server/storage.py", "_dumps"),
-                                         ("server/storage.py", "get_record")]),
+                                         ("server/storage.py", "encode_state"),
+                                         ("server/storage.py", "wire_text"),
+                                         ("server/storage.py", "get_records")]),
     ("respond (jsonify)", [("flask/json/__init__.py", "jsonify")]),
 ]
 TOTAL = ("flask/app.py", "wsgi_app")
@@ -197,10 +205,10 @@ def _category_time(stats, entries) -> float:
 
 
 def _sql_inside_other_categories(stats) -> float:
-    """SQL time spent inside `get_record` (counted as SQL, not storage encoding)."""
+    """SQL time spent inside `get_records` (counted as SQL, not storage encoding)."""
     return sum(ct for f, v in stats.items() if f[0] == "~" and "sqlite3." in f[2]
                for caller, (_, _, _, ct) in v[4].items()
-               if caller[0].endswith("server/storage.py") and caller[2] == "get_record")
+               if caller[0].endswith("server/storage.py") and caller[2] == "get_records")
 
 
 def breakdown(mode: str = "full") -> dict:

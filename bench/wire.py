@@ -38,20 +38,26 @@ def _batches(seed: int, n: int):
     return gen, creates, edits, anc, growth
 
 
-def _received_in_process(creates: list[dict]) -> tuple[bytes, bytes, str]:
-    """Push answer and pull page as the server builds them, without a server."""
+def _received_in_process(creates: list[dict]) -> tuple[bytes, dict, str]:
+    """Push answer and pull pages as the server builds them, without a server."""
     from schemas import merge
 
     answer = {"results": [{"id": c["id"], "status": "applied"} for c in creates],
               "hlc": creates[-1]["hlc"], "skew": {"seconds": 0.0, "restamped": 0}}
-    records = [merge.to_wire(merge.merge(None, c, device="bench-dev-1", user="bench").record,
-                             seq=i + 1) for i, c in enumerate(creates)]
-    page = {"records": records, "cursor": "x" * 40, "more": False, "hlc": creates[-1]["hlc"]}
-    return encode(answer), encode(page), "built in-process with schemas.merge.to_wire"
+    states = [merge.merge(None, c, device="bench-dev-1", user="bench").record for c in creates]
+    pages = {}
+    for clocks in ("sparse", "all"):
+        records = [merge.to_wire(st, seq=i + 1, sparse=clocks == "sparse")
+                   for i, st in enumerate(states)]
+        pages[f"pull page of creates, clocks={clocks}"] = encode(
+            {"records": records, "cursor": "x" * 40, "more": False, "hlc": creates[-1]["hlc"]})
+    return encode(answer), pages, "built in-process with schemas.merge.to_wire"
 
 
 def _received_from_server(creates: list[dict], edits: list[dict]):
-    """Push answer and pull page bytes from the real server (one user, one device)."""
+    """Push answer and pull pages from the real server (one user, one device):
+    of the creates, then after one edit of each (clocks that differ), with
+    sparse clocks (as the device pulls) and every clock (DESIGN's default)."""
     import requests
 
     with common.serve("wire", WIRE_AREA) as srv:
@@ -61,18 +67,26 @@ def _received_from_server(creates: list[dict], edits: list[dict]):
                              headers={"Content-Type": "application/json"}, timeout=120)
         r.raise_for_status()
         push_answer = r.content
+        pages = {}
+
+        def pull(label):
+            for clocks in ("sparse", "all"):
+                r = client.http.get(srv.url + "/api/v1/sync/pull",
+                                    params={"limit": len(creates), "clocks": clocks},
+                                    headers={"Accept-Encoding": "identity"}, timeout=120)
+                r.raise_for_status()
+                pages[f"pull page {label}, clocks={clocks}"] = r.content
+
+        pull("of creates")
         client.push(edits)  # pulled records then carry per-field clocks that differ
-        r = client.http.get(srv.url + "/api/v1/sync/pull", params={"limit": len(creates)},
-                            headers={"Accept-Encoding": "identity"}, timeout=120)
-        r.raise_for_status()
-        page = r.content
+        pull("after one edit each")
         # Does the server compress when asked (DESIGN.md: "when the client asks")?
         g = requests.get(srv.url + "/api/v1/sync/pull", params={"limit": len(creates)},
                          headers={"Authorization": client.http.headers["Authorization"],
                                   "Accept-Encoding": "gzip"}, timeout=120, stream=True)
         served = g.headers.get("Content-Encoding", "identity")
         g.close()
-    return push_answer, page, f"real server; pull served with Content-Encoding: {served}"
+    return push_answer, pages, f"real server; pull served with Content-Encoding: {served}"
 
 
 def run(mode: str = "full") -> dict:
@@ -103,14 +117,14 @@ def run(mode: str = "full") -> dict:
     source = None
     if why is None:
         try:
-            answer, page, source = _received_from_server(creates, edits)
+            answer, pages, source = _received_from_server(creates, edits)
         except Exception as exc:  # the server is a moving part: say why and go on
             why = f"server run failed: {exc}"
     if source is None:
-        answer, page, source = _received_in_process(creates)
+        answer, pages, source = _received_in_process(creates)
         source += f" ({why})"
     recv = Table(f"wire: bytes per record received ({source})")
-    for label, body in (("push answer", answer), ("pull page (after one edit each)", page)):
+    for label, body in [("push answer", answer), *pages.items()]:
         s = _sizes(body, n)
         for enc in ("raw", "gzip 1", "gzip 6"):
             recv.add(f"{label}, {enc}", "B/record", s[enc])
