@@ -37,6 +37,7 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import hashlib
+import inspect
 import json
 import math
 import operator
@@ -96,6 +97,9 @@ UNITS = {"d": "day", "w": "week", "m": "month", "y": "year"}
 UNKNOWN = "unknown field"
 DERIVED = "computed; it is derived, never sent"
 REQUIRED = "is required"
+# The exceptions a compute function's input may raise, making its result
+# null (as computations.Function.__call__ catches them).
+_COMPUTE_ERRORS = (TypeError, ValueError, AttributeError, OverflowError)
 
 
 class FormDefinitionError(ValueError):
@@ -488,7 +492,7 @@ class _Spec:
 
     __slots__ = ("name", "path", "type", "definition", "required", "warn", "relevant",
                  "rel_gate", "rel_text", "bounds", "static", "choice_order", "choice_message",
-                 "choice_list", "group", "function", "inputs", "reads", "result_type")
+                 "choice_list", "group", "function", "inputs", "reads", "result_type", "limits")
 
     def __init__(self, definition, path):
         self.definition = definition
@@ -502,10 +506,11 @@ class _Spec:
         self.rel_text = ""
         self.bounds = []         # bounds checked after the marshmallow pass
         self.static = []         # value -> message | None, no other value needed
+        self.limits = (None, None)   # the literal (min, max) among static
         self.choice_order = {}
         self.group = None        # a repeat's entry group
         self.function = None
-        self.inputs = ()
+        self.inputs = ()         # computed: (parameter, level, field name)
         self.reads = None        # computed: expanded (level, spec) it depends on
         self.result_type = None
 
@@ -521,12 +526,13 @@ class _Group:
         self.inputs: frozenset = frozenset()
         self.derived: frozenset = frozenset()
         self.computed: list[_Spec] = []
+        self.derivers: tuple = ()         # fn(vals, parent) per computed field, in order
         self.rules: list[_Spec] = []      # required or relevant
         self.bounded: list[_Spec] = []    # dynamic bounds or warn-only static checks
         self.repeats: list[_Spec] = []
         self.checks: list[_Check] = []
         self.schema = None
-        self.fast: tuple = ()             # (name, parse, spec, checks) per input field
+        self.load = None                  # data -> clean dict, or None (see _loader)
 
     def resolve(self, name):
         """(level, spec) for a name: level 0 is this group, 1 the parent."""
@@ -563,11 +569,13 @@ class _Bound:
     """A min or max: a literal, "today" with an offset, or another field with
     an offset."""
 
-    __slots__ = ("side", "kind", "value", "getter", "offset", "text", "gate", "static", "today")
+    __slots__ = ("side", "kind", "value", "getter", "source", "offset", "text", "gate", "static",
+                 "today")
 
     def __init__(self, side, kind):
         self.side, self.kind = side, kind
         self.value = self.getter = self.offset = None
+        self.source = None     # (name, type) of the other field, if of this group and not computed
         self.text = ""
         self.gate = frozenset()
         self.static = self.today = False
@@ -683,7 +691,87 @@ def _literal_test(op, name, value):
     return ordered
 
 
+def _all_of(tests):
+    """fn(vals, parent): every test holds (two tests, the usual case, without a loop)."""
+    if len(tests) == 1:
+        return tests[0]
+    if len(tests) == 2:
+        first, second = tests
+        return lambda v, p: bool(first(v, p) and second(v, p))
+
+    def every(v, p):
+        for t in tests:
+            if not t(v, p):
+                return False
+        return True
+    return every
+
+
+def _any_of(tests):
+    """fn(vals, parent): some test holds (two tests without a loop)."""
+    if len(tests) == 1:
+        return tests[0]
+    if len(tests) == 2:
+        first, second = tests
+        return lambda v, p: bool(first(v, p) or second(v, p))
+
+    def some(v, p):
+        for t in tests:
+            if t(v, p):
+                return True
+        return False
+    return some
+
+
+def _any_contained(name, values):
+    """fn(vals, parent): the list `name` holds one of `values`; the same
+    answer, in the same order of tests, as an "any" of "contains"."""
+    def contained(v, p):
+        x = v.get(name)
+        if type(x) is list:
+            for value in values:
+                if value in x:
+                    return True
+        return False
+    return contained
+
+
+def _leaves(leaves, every):
+    """fn(vals, parent): all (or any) of the (name, op, literal, ordered)
+    leaves hold, each as _literal_test answers it."""
+    def test(v, p):
+        for name, op, value, ordered in leaves:
+            x = v.get(name)
+            if not ordered:
+                holds = op(x, value)
+            elif x is None or value is None:
+                holds = False
+            else:
+                try:
+                    holds = op(x, value)
+                except TypeError:
+                    holds = False
+            if not holds if every else holds:
+                return not every
+        return every
+    return test
+
+
+def _fields_ordered(cmp, name, other):
+    """fn(vals, parent) comparing two fields of `vals`, as _ordered does."""
+    def ordered(v, p):
+        a, b = v.get(name), v.get(other)
+        if a is None or b is None:
+            return False
+        try:
+            return cmp(a, b)
+        except TypeError:
+            return False
+    return ordered
+
+
 _ORDER = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le}
+_SIMPLE = {"eq": operator.eq, "ne": operator.ne, **_ORDER}   # a literal test in one call
 _COMPARE = {
     "eq": lambda a, b: a == b,
     "ne": lambda a, b: a != b,
@@ -889,7 +977,7 @@ class _Compiler:
                 if other_type not in function.params[param]:
                     self.fail(where, f"input {param!r} must be a {' or '.join(sorted(function.params[param]))} "
                                      f"field, not {field_name!r} ({other_type})")
-                resolved.append((param, _getter(level, field_name)))
+                resolved.append((param, level, field_name))
                 reads.add((level, other))
                 definitions[param] = other.definition
             if function.check:
@@ -921,6 +1009,7 @@ class _Compiler:
         for name in pending:
             visit(name, frozenset())
         group.computed = order
+        group.derivers = tuple(_deriver(spec) for spec in order)
 
     # -- skip logic, bounds, checks
     def rules(self, group):
@@ -944,11 +1033,13 @@ class _Compiler:
             if not spec.warn and spec.type != "computed":
                 for b in static_bounds:
                     spec.static.append(_static_bound(b))
+                spec.limits = tuple(next((b.value for b in static_bounds if b.side == side), None)
+                                    for side in ("min", "max"))
                 spec.bounds = [b for b in spec.bounds if not b.static]
             if spec.bounds or (spec.warn and spec.static):
                 group.bounded.append(spec)
         group.schema = _schema(group)
-        group.fast = _fast_fields(group)
+        group.load = _loader(group)
 
     def min_le_max(self, spec, where):
         lows = [b for b in spec.bounds if b.side == "min" and b.static]
@@ -977,6 +1068,8 @@ class _Compiler:
             if kind == "time" or other_kind not in wanted:
                 self.fail(where, f"{side} cannot be bounded by {raw['field']!r} ({other_kind})")
             b.getter = _getter(level, raw["field"])
+            if level == 0 and other.type != "computed":
+                b.source = raw["field"], other.type
             b.gate = group.gate({(level, other)})
             offset = raw.get("offset")
             if kind == "number":
@@ -1058,20 +1151,24 @@ class _Compiler:
             compiled = [self.condition(p, group, where) for p in parts]
             tests = tuple(t for t, _ in compiled)
             reads = set().union(*(r for _, r in compiled))
+            first = parts[0]
+            leaves = [self.leaf(p, group, where) for p in parts]
+            if len(parts) > 1 and None not in leaves:
+                # Fields against literals ("ga_weeks" at least 4 and at most
+                # 44; both pressures known): one closure, no nested calls.
+                return _leaves(tuple(leaves), key == "all"), reads
             if key == "all":
-                def every(v, p):
-                    for t in tests:
-                        if not t(v, p):
-                            return False
-                    return True
-                return every, reads
-
-            def some(v, p):
-                for t in tests:
-                    if t(v, p):
-                        return True
-                return False
-            return some, reads
+                return _all_of(tests), reads
+            if len(parts) > 1 and all(isinstance(p, dict) and set(p) == {"field", "contains"}
+                                      and p["field"] == first["field"] for p in parts):
+                # "any of these ticked" (danger signs): one lookup of the list.
+                level, spec, _ = self.operand(first["field"], group, where)
+                values = tuple(self.literal(spec, "contains", p["contains"], where) for p in parts)
+                test = _any_contained(spec.name, values)
+                if level == 1:
+                    return (lambda v, p: test(p, None)), reads
+                return test, reads
+            return _any_of(tests), reads
         if len(c) == 1 and "not" in c:
             test, reads = self.condition(c["not"], group, where)
             return (lambda v, p: not test(v, p)), reads
@@ -1088,6 +1185,8 @@ class _Compiler:
             other = value.get("field") if set(value) == {"field"} else None
             level2, spec2, part2 = self.operand(other, group, where)
             reads.add((level2, spec2))
+            if level == level2 == 0 and not part and not part2 and op in _ORDER:
+                return _fields_ordered(_ORDER[op], spec.name, spec2.name), reads
             rhs = _getter(level2, spec2.name, part2)
             compare = _COMPARE[op]
             return (lambda v, p: compare(get(v, p), rhs(v, p))), reads
@@ -1102,6 +1201,18 @@ class _Compiler:
         if level == 1:
             return (lambda v, p: test(p, None)), reads
         return test, reads
+
+    def leaf(self, c, group, where):
+        """(name, op, literal, ordered) for a condition comparing a field of
+        this group with a literal by eq, ne, gt, ge, lt or le; else None."""
+        ops = [k for k in c if k != "field"] if isinstance(c, dict) else ()
+        if len(ops) != 1 or ops[0] not in _SIMPLE or isinstance(c[ops[0]], dict):
+            return None
+        op = ops[0]
+        level, spec, part = self.operand(c.get("field"), group, where)
+        if level != 0 or part:
+            return None
+        return spec.name, _SIMPLE[op], self.literal(spec, op, c[op], where), op in _ORDER
 
     def operand(self, name, group, where):
         """(level, spec, part) for a field a condition reads; "gps.lat" reads
@@ -1182,64 +1293,440 @@ def _static_bound(b):
 # loop; tests/test_forms_fast.py compares the two).
 FAST = True
 _NO_VALUE = object()
+_FLOAT_MAX = 1.7976931348623157e308   # a float between ±this is finite
+_result = tuple.__new__   # Result(...) without the named tuple's own __new__
 
 
-def _fast_fields(group):
-    """Per input field of a group, in schema order: (name, parse, spec,
-    checks), the same parser and static checks the FormField runs."""
-    out = []
-    for name, field in group.schema.load_fields.items():
-        spec = field.spec
-        parse = _fast_entries if spec.type == "repeat" else _PARSERS[spec.type]
-        out.append((name, parse, spec, tuple(field._checks)))
-    return tuple(out)
+class _Doubt(Exception):
+    """A fast converter cannot vouch for a value: the schema must decide."""
 
 
-def _fast_load(fast, data):
-    """``schema.load(data, partial=True)`` for data whose every field is
-    valid, else None.
+_DOUBT = _Doubt()
+_REAL_DATES: set = set()    # "YYYY-MM-DD" texts already found to be real dates
+
+
+def _real_date(value) -> bool:
+    """What _Parsers.date accepts, remembered: the same dates come back in
+    record after record, and the regex and parse cost more than a set lookup."""
+    if value in _REAL_DATES:
+        return True
+    try:
+        _Parsers.date(None, value)
+    except ValidationError:
+        return False
+    if len(_REAL_DATES) >= 4096:
+        _REAL_DATES.clear()
+    _REAL_DATES.add(value)
+    return True
+
+
+def _converter(spec, checks):
+    """value -> canonical value for one non-null input field, raising at any
+    doubt. The common clean case is one specialised test; anything else runs
+    the FormField's very parser and static checks (`checks`), so a value is
+    accepted only when the schema would accept it, in the same form."""
+    if spec.type == "repeat":
+        return _entries_converter(spec, checks)
+    parse = _PARSERS[spec.type]
+
+    def general(value):
+        value = parse(spec, value)
+        for check in checks:
+            if check(value):
+                raise _DOUBT
+        return value
+
+    kind = spec.type
+    lo, hi = spec.limits if checks else (None, None)   # a warn field's checks come later
+    if kind == "integer":
+        lo = 1 - INT_LIMIT if lo is None else max(lo, 1 - INT_LIMIT)
+        hi = INT_LIMIT - 1 if hi is None else min(hi, INT_LIMIT - 1)
+
+        def integer(value):
+            if type(value) is int and lo <= value <= hi:
+                return value
+            return general(value)
+        return integer
+    if kind == "decimal":
+        lo = -_FLOAT_MAX if lo is None else lo
+        hi = _FLOAT_MAX if hi is None else hi
+
+        def decimal(value):
+            if type(value) is float and lo <= value <= hi:   # NaN and ±inf fail
+                return value
+            return general(value)
+        return decimal
+    if kind == "date":
+        # A date is ASCII digits and "-": every one sorts after "" and before "~".
+        lo = "" if lo is None else lo
+        hi = "~" if hi is None else hi
+
+        def date(value):
+            if type(value) is str and _real_date(value) and lo <= value <= hi:
+                return value
+            return general(value)
+        return date
+    if kind == "ref":
+        match = UUID_RE.match
+
+        def ref(value):
+            if type(value) is str and match(value):
+                return value.lower()
+            raise _DOUBT
+        return ref
+    if kind == "multi_choice":
+        order = spec.choice_order
+
+        def multi_choice(value):
+            if type(value) is not list:
+                raise _DOUBT
+            for item in value:
+                if type(item) is not str or item not in order:
+                    raise _DOUBT
+            if len(value) > 1:
+                if len(set(value)) != len(value):
+                    raise _DOUBT
+                value = sorted(value, key=order.__getitem__)
+            else:
+                value = list(value)
+            for check in checks:     # counts
+                if check(value):
+                    raise _DOUBT
+            return value
+        return multi_choice
+    return general
+
+
+def _entries_converter(spec, checks):
+    """A repeat's entries, each loaded fast (raising at the first doubt)."""
+    group = spec.group
+
+    def entries(value):
+        if type(value) is not list:
+            raise _DOUBT
+        inputs, load = group.inputs, group.load
+        out = []
+        for entry in value:
+            if type(entry) is not dict or not entry.keys() <= inputs:
+                raise _DOUBT
+            clean = load(entry)
+            if clean is None:
+                raise _DOUBT
+            out.append(clean)
+        for check in checks:     # counts
+            if check(out):
+                raise _DOUBT
+        return out
+    return entries
+
+
+_CHOICE, _BOOLEAN, _NUMBER, _DATE, _OTHER = range(5)
+
+
+def _values(names):
+    """fn(data) -> the tuple of data's values for `names` (KeyError if one is
+    absent): operator.itemgetter, which gives a bare value for one name."""
+    if len(names) == 1:
+        name = names[0]
+        return lambda data: (data[name],)
+    if not names:
+        return lambda data: ()
+    return operator.itemgetter(*names)
+
+
+class _Shape:
+    """The first tier's plan for records with one tuple of keys: the fields
+    present, by kind of test, with what they are tested against."""
+
+    __slots__ = ("choices", "flags", "numbers", "dates", "others")
+
+    def __init__(self, keys, by_name):
+        plans = [by_name[k] for k in keys]
+        self.choices = tuple((p[1], p[2]) for p in plans if p[0] == _CHOICE)
+        self.flags = tuple(p[1] for p in plans if p[0] == _BOOLEAN)
+        self.numbers = tuple(p[1:] for p in plans if p[0] == _NUMBER)
+        self.dates = tuple(p[1:] for p in plans if p[0] == _DATE)
+        self.others = tuple((p[1], p[2]) for p in plans if p[0] == _OTHER)
+
+
+def _loader(group):
+    """fn(data, whole=False) -> ``schema.load(data, partial=True)`` for data
+    whose every field is valid, else None; with `whole`, None also when data
+    has a key that is no input field.
 
     The validation hot path: marshmallow's per-field machinery costs ~3 µs a
-    field. This runs the very parsers and static checks of the FormFields,
-    in the schema's field order (so the dict is the same, key order too);
-    at the first doubt it returns None and the schema, the single source of
-    error messages, runs instead. tests/test_forms_fast.py holds the two to
-    the same answers.
+    field. This runs the same checks in two tiers. The first takes the
+    common case: keys in the schema's order (known once per tuple of keys)
+    and every value of its canonical type and within its literal limits,
+    tested a kind at a time (a choice a set lookup, a number a range); the
+    data is copied whole and the few values that need it (a ref lowercased,
+    a multi_choice ordered) converted. Anything else goes to the second
+    tier, a converter per field in schema order (so the dict is the same,
+    key order too). At the first doubt it returns None and the schema, the
+    single source of error messages, runs instead. tests/test_forms_fast.py
+    holds the two to the same answers.
     """
-    out = {}
-    try:
-        for name, parse, spec, checks in fast:
-            value = data.get(name, _NO_VALUE)
-            if value is _NO_VALUE:
-                continue
-            if value is not None:
-                value = parse(spec, value)
+    steps, by_name = [], {}
+    for name, field in group.schema.load_fields.items():
+        spec, checks = field.spec, tuple(field._checks)
+        kind = spec.type
+        lo, hi = spec.limits if checks else (None, None)   # a warn field's checks come later
+        if kind == "choice":
+            allowed = frozenset(spec.choice_order)
+            steps.append((name, _CHOICE, allowed))
+            by_name[name] = (_CHOICE, name, allowed)
+            continue
+        if kind == "boolean":
+            steps.append((name, _BOOLEAN, None))
+            by_name[name] = (_BOOLEAN, name)
+            continue
+        convert = _converter(spec, checks)
+        steps.append((name, _OTHER, convert))
+        if kind == "integer":
+            by_name[name] = (_NUMBER, name, int, 1 - INT_LIMIT if lo is None else max(lo, 1 - INT_LIMIT),
+                             INT_LIMIT - 1 if hi is None else min(hi, INT_LIMIT - 1))
+        elif kind == "decimal":   # NaN and ±inf fail these limits
+            by_name[name] = (_NUMBER, name, float, -_FLOAT_MAX if lo is None else lo,
+                             _FLOAT_MAX if hi is None else hi)
+        elif kind == "date":
+            # A date is ASCII digits and "-": every one sorts after "" and before "~".
+            by_name[name] = (_DATE, name, "" if lo is None else lo, "~" if hi is None else hi)
+        else:
+            by_name[name] = (_OTHER, name, convert)
+    steps, inputs = tuple(steps), group.inputs
+    position = {name: i for i, (name, _, _) in enumerate(steps)}
+    shapes: dict[tuple, _Shape | None] = {}   # None: keys unknown or out of order
+
+    def shape_of(keys):
+        positions = [position.get(k, -1) for k in keys]
+        shape = None
+        if -1 not in positions and positions == sorted(positions):
+            shape = _Shape(keys, by_name)
+        if len(shapes) >= 1024:
+            shapes.clear()
+        shapes[keys] = shape
+        return shape
+
+    def load(data, whole=False):
+        keys = tuple(data)
+        shape = shapes.get(keys) or keys not in shapes and shape_of(keys)
+        if not shape:
+            return None if whole and not data.keys() <= inputs else load_each(data)
+        for name, allowed in shape.choices:
+            value = data[name]
+            if type(value) is not str or value not in allowed:
+                return load_each(data)
+        for name in shape.flags:
+            value = data[name]
+            if value is not True and value is not False:
+                return load_each(data)
+        for name, kind, lo, hi in shape.numbers:
+            value = data[name]
+            if type(value) is not kind or not lo <= value <= hi:
+                return load_each(data)
+        for name, lo, hi in shape.dates:
+            value = data[name]
+            if type(value) is not str or not (value in _REAL_DATES or _real_date(value)) \
+                    or not lo <= value <= hi:
+                return load_each(data)
+        out = dict(data)
+        try:
+            for name, convert in shape.others:
+                value = out[name]
+                if value is not None:
+                    out[name] = convert(value)
+        except Exception:   # _Doubt, ValidationError or anything odd: the schema decides
+            return None
+        return out
+
+    def load_each(data):
+        out = {}
+        get = data.get
+        try:
+            for name, kind, arg in steps:
+                value = get(name, _NO_VALUE)
                 if value is _NO_VALUE:
-                    return None
-                for check in checks:
-                    if check(value):
-                        return None
-            out[name] = value
-    except Exception:   # ValidationError or anything odd: the schema decides
-        return None
-    return out
+                    continue
+                if value is not None:
+                    if kind is _CHOICE:
+                        if type(value) is not str or value not in arg:
+                            return None
+                    elif kind is _BOOLEAN:
+                        if value is not True and value is not False:
+                            return None
+                    else:
+                        value = arg(value)
+                out[name] = value
+        except Exception:   # _Doubt, ValidationError or anything odd: the schema decides
+            return None
+        return out
+    return load
 
 
-def _fast_entries(spec, value):
-    """A repeat's entries, each loaded fast; _NO_VALUE at the first doubt."""
-    if type(value) is not list:
-        return _NO_VALUE
-    group = spec.group
-    inputs, fast = group.inputs, group.fast
-    out = []
-    for entry in value:
-        if type(entry) is not dict or not entry.keys() <= inputs:
-            return _NO_VALUE
-        clean = _fast_load(fast, entry)
+def _complete(group):
+    """fn(data, today) -> the Result of validating a whole record, or None
+    when the record has any error (then the general path words them).
+
+    The rules of ``_evaluate`` for a complete record without type errors,
+    compiled: fields sharing a skip-logic condition test it once, required
+    fields are read in one itemgetter, "today" limits are computed once per
+    day and the other bounds are closures; only warnings (which the clean
+    case may have) are worded here, in the order the general path adds them.
+    """
+    load, derivers = group.load, group.derivers
+    required, by_condition = [], {}
+    for spec in group.rules:
+        if spec.relevant is None:
+            required.append(spec)
+            continue
+        key = json.dumps(spec.definition["relevant"], sort_keys=True)
+        test, names, needed = by_condition.setdefault(key, (spec.relevant, [], []))
+        names.append(spec.name)
+        if spec.required:
+            needed.append(spec)
+    required = _filled(required)
+    conditional = tuple((test, tuple(names), frozenset(names), _filled(needed) if needed else None)
+                        for test, names, needed in by_condition.values())
+    today_bounds, on_today, on_fields, warn_specs = [], [], [], []
+    for spec in group.bounded:
+        if spec.warn:
+            warn_specs.append(spec)
+            continue
+        for b in spec.bounds:
+            if b.today and spec.type != "computed":   # a date or datetime text
+                today_bounds.append(b)
+                on_today.append((spec.name, len(today_bounds) - 1, b.side == "min"))
+            else:
+                on_fields.append((spec.name, _bound_test(spec, b)))
+    today_bounds, on_today, on_fields = tuple(today_bounds), tuple(on_today), tuple(on_fields)
+    memo = [(None, ())]   # (today, the limit of each "today" bound)
+    repeats = tuple(group.repeats)
+    checks = tuple((c.when, c.test, c.warn, c.field, c.message) for c in group.checks)
+
+    def validate(data, today):
+        clean = load(data, True)
         if clean is None:
-            return _NO_VALUE
-        out.append(clean)
-    return out
+            return None
+        if derivers:
+            vals = dict(clean)
+            for derive in derivers:
+                derive(vals, None)
+        else:
+            vals = clean
+        if not required(vals):
+            return None
+        get = vals.get
+        for test, names, name_set, needed in conditional:
+            if needed is None and name_set.isdisjoint(vals):
+                continue    # asked or not, nothing to check
+            if test(vals, None):
+                if needed is not None and not needed(vals):
+                    return None
+            else:
+                for name in names:
+                    value = get(name)
+                    if not (value is None or value == "" or value == []):
+                        return None
+        if on_today:
+            day, limits = memo[0]
+            if day != today:
+                limits = tuple(b.limit(None, None, today) for b in today_bounds)
+                memo[0] = today, limits
+            for name, index, is_min in on_today:
+                value, limit = get(name), limits[index]
+                if value is not None and limit is not None and (
+                        value[:10] < limit if is_min else value[:10] > limit):
+                    return None
+        for name, violated in on_fields:
+            value = get(name)
+            if value is not None and violated(vals, value, today):
+                return None
+        warnings = {}
+        for spec in warn_specs:
+            _bounded(spec, vals, None, None, today, (), warnings)
+        for spec in repeats:
+            entries = clean.get(spec.name)
+            if not entries:
+                continue
+            for index, entry in enumerate(entries):
+                entry_errors, entry_warnings = {}, {}
+                _evaluate(spec.group, entry, entry, vals, True, None, today,
+                          entry_errors, entry_warnings, ())
+                if entry_errors:
+                    return None
+                if entry_warnings:
+                    _nest(warnings, spec.name, str(index), entry_warnings)
+        for when, test, warn, field, message in checks:
+            if when is not None and not when(vals, None):
+                continue
+            if not test(vals, None):
+                if not warn:
+                    return None
+                _add(warnings, field, message)
+        return _result(Result, (clean, {}, warnings))
+    return validate
+
+
+def _filled(specs):
+    """fn(vals) -> whether each of `specs` has a value in loaded `vals` (not
+    absent, null, "" or []). Only text can load as "", and only a list as []."""
+    values = _values([spec.name for spec in specs])
+    emptiable = tuple(spec.name for spec in specs
+                      if spec.type in ("string", "text", "multi_choice", "repeat"))
+
+    def filled(vals):
+        try:
+            if None in values(vals):
+                return False
+        except KeyError:
+            return False
+        for name in emptiable:
+            if not vals[name]:
+                return False
+        return True
+    return filled
+
+
+def _bound_test(spec, b):
+    """fn(vals, value, today) -> whether a bound on today or another field
+    is violated, as b.limit and b.violated say; a date bounded by another
+    date field (perhaps a few days or weeks on) is written out."""
+    other, other_type = b.source or (None, None)
+    if (b.kind == "date" and other is not None and spec.type in ("date", "datetime")
+            and b.offset is None and other_type == "date"):
+        is_min = b.side == "min"
+
+        def after_date(vals, value, today):
+            # A loaded date is its own isoformat(): the limit is the value.
+            limit = vals.get(other)
+            if limit is None:
+                return False
+            return value[:10] < limit if is_min else value[:10] > limit
+        return after_date
+    if (b.kind == "date" and other is not None and spec.type in ("date", "datetime")
+            and (b.offset is None or b.offset[2] in "dw")):
+        delta = None
+        if b.offset:
+            sign, n, unit = b.offset
+            delta = dt.timedelta(days=-n if sign == "-" else n) * (7 if unit == "w" else 1)
+        is_min, fromisoformat = b.side == "min", dt.date.fromisoformat
+
+        def after_field(vals, value, today):
+            start = vals.get(other)
+            if start is None:
+                return False
+            try:
+                day = fromisoformat(start[:10])
+                limit = (day + delta if delta else day).isoformat()
+            except (TypeError, ValueError, OverflowError):
+                return False
+            return value[:10] < limit if is_min else value[:10] > limit
+        return after_field
+
+    def violated(vals, value, today):
+        limit = b.limit(vals, None, today)
+        return limit is not None and b.violated(value, limit)
+    return violated
 
 
 def _schema(group):
@@ -1264,6 +1751,7 @@ class CompiledForm:
         self.definition = json.loads(json.dumps(definition))  # a private copy
         compiler = _Compiler(source)
         self._top = compiler.form(self.definition)
+        self._complete = _complete(self._top)
         self._uses_today = compiler.uses_today
         d = self.definition
         self.id, self.version, self.title = d["id"], d["version"], d["title"]
@@ -1313,9 +1801,15 @@ class CompiledForm:
     def _validate(self, data, complete, today):
         if not isinstance(data, dict):
             return Result({}, {"_record": ["must be an object of field values"]}, {})
+        if today is None and self._uses_today:
+            today = local_today()
+        if FAST and complete:
+            result = self._complete(data, today)
+            if result is not None:
+                return result
         top = self._top
         errors = top.extra_keys(data)
-        clean = _fast_load(top.fast, data) if FAST else None
+        clean = top.load(data) if FAST else None
         if clean is None:
             try:
                 clean = top.schema.load(data, partial=True)
@@ -1323,8 +1817,6 @@ class CompiledForm:
                 clean = e.valid_data or {}
                 errors.update(e.messages)
         warnings = {}
-        if today is None and self._uses_today:
-            today = local_today()
         present = None if complete else data.keys()
         bad = frozenset(errors) if errors else ()
         _evaluate(top, clean, data, None, complete, present, today, errors, warnings, bad)
@@ -1333,20 +1825,51 @@ class CompiledForm:
 
 def _derive(group, vals, parent):
     """Add the group's computed values to `vals` (null when not relevant)."""
-    for spec in group.computed:
-        if spec.relevant is not None and not spec.relevant(vals, parent):
-            vals[spec.name] = None
-            continue
+    for derive in group.derivers:
+        derive(vals, parent)
+
+
+def _deriver(spec):
+    """fn(vals, parent) setting one computed value: what spec.function
+    answers (null when an input is null or unreadable), without its generic
+    call; a function of two fields of the record, the usual case, is written
+    out."""
+    name, fn, relevant, inputs = spec.name, spec.function.fn, spec.relevant, spec.inputs
+    params = inspect.signature(fn).parameters
+    if (relevant is None and len(inputs) == 2 and inputs[0][1] == inputs[1][1] == 0
+            and sorted(params) == sorted(i[0] for i in inputs)
+            and all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params.values())):
+        # Called positionally, in the order the function names its parameters.
+        order = list(params)
+        (_, _, f1), (_, _, f2) = sorted(inputs, key=lambda i: order.index(i[0]))
+
+        def derive_two(vals, parent):
+            a, b = vals.get(f1), vals.get(f2)
+            if a is None or b is None:
+                vals[name] = None
+                return
+            try:
+                vals[name] = fn(a, b)
+            except _COMPUTE_ERRORS:
+                vals[name] = None
+        return derive_two
+
+    def derive(vals, parent):
+        if relevant is not None and not relevant(vals, parent):
+            vals[name] = None
+            return
         args = {}
-        for param, get in spec.inputs:
-            value = get(vals, parent)
+        for param, level, field in inputs:
+            value = (vals if level == 0 else parent).get(field)
             if value is None:
-                break
+                vals[name] = None
+                return
             args[param] = value
-        else:
-            vals[spec.name] = spec.function(**args)
-            continue
-        vals[spec.name] = None
+        try:
+            vals[name] = fn(**args)
+        except _COMPUTE_ERRORS:
+            vals[name] = None
+    return derive
 
 
 def _add(target, name, message):
@@ -1397,23 +1920,7 @@ def _evaluate(group, clean, raw, parent, complete, present, today, errors, warni
             if complete or name in raw:
                 _add(errors, name, REQUIRED)
     for spec in group.bounded:
-        value = vals.get(spec.name)
-        if value is None or spec.name in bad:
-            continue
-        target = warnings if spec.warn else errors
-        if spec.warn and spec.type != "computed":
-            for check in spec.static:
-                message = check(value)
-                if message:
-                    _add(target, spec.name, message)
-        for b in spec.bounds:
-            if present is not None and not b.gate <= present:
-                continue
-            if bad and not b.gate.isdisjoint(bad):
-                continue
-            limit = b.limit(vals, parent, today)
-            if limit is not None and b.violated(value, limit):
-                _add(target, spec.name, b.message(limit))
+        _bounded(spec, vals, parent, present, today, bad, warnings if spec.warn else errors)
     for spec in group.repeats:
         entries = clean.get(spec.name)
         if not entries or spec.name in errors:
@@ -1437,6 +1944,27 @@ def _evaluate(group, clean, raw, parent, complete, present, today, errors, warni
             continue
         if not check.test(vals, parent):
             _add(warnings if check.warn else errors, check.field, check.message)
+
+
+def _bounded(spec, vals, parent, present, today, bad, target):
+    """A field's bounds on "today" or another field, and a warn-only field's
+    static checks: their messages go to `target`."""
+    value = vals.get(spec.name)
+    if value is None or spec.name in bad:
+        return
+    if spec.warn and spec.type != "computed":
+        for check in spec.static:
+            message = check(value)
+            if message:
+                _add(target, spec.name, message)
+    for b in spec.bounds:
+        if present is not None and not b.gate <= present:
+            continue
+        if bad and not b.gate.isdisjoint(bad):
+            continue
+        limit = b.limit(vals, parent, today)
+        if limit is not None and b.violated(value, limit):
+            _add(target, spec.name, b.message(limit))
 
 
 def _nest(target, name, index, messages):
