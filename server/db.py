@@ -22,6 +22,12 @@ import sqlite_utils
 from flask import current_app, g
 
 
+# Reads through a memory map: a request's new connection starts with an empty
+# page cache, and without the map every page of the b-trees a batch walks is
+# a read() copied into it again (measured: push at 1M rows stored).
+MMAP_BYTES = 1 << 30
+
+
 def connect(path, busy_timeout_ms=5000):
     """Open the database at `path` with the durability settings we rely on.
 
@@ -38,6 +44,7 @@ def connect(path, busy_timeout_ms=5000):
     # FULL: an acknowledged push survives power loss, not only a crash.
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute(f"PRAGMA mmap_size = {MMAP_BYTES}")
     return sqlite_utils.Database(conn)
 
 
