@@ -62,7 +62,13 @@ def _check_envelope(payload, user):
                        f"this one has {len(records)}.", 413,
                        details={"max_records_per_batch": cfg["MAX_RECORDS_PER_BATCH"]})
     try:
-        envelope = _PUSH_SCHEMA.load(payload)
+        # The changes are checked one by one next (wire.load_change): here
+        # only that they are a list of objects, without marshmallow's
+        # per-item machinery (~4 us a change).
+        if type(records) is list and all(type(r) is dict for r in records):
+            envelope = {**_PUSH_SCHEMA.load({**payload, "records": []}), "records": records}
+        else:
+            envelope = _PUSH_SCHEMA.load(payload)
     except ValidationError as exc:
         raise ApiError("invalid_request", "The push envelope is malformed; nothing was "
                        "stored.", 400, details={"fields": exc.messages}) from None
