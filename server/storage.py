@@ -45,26 +45,27 @@ def encode_state(state):
     "n": [[device, user], ...]}``. An anc_visit's state takes ~550 bytes
     instead of ~2,100, so a row fits its page.
     """
-    clocks, nodes = {}, {}
-
-    def pack(reg):  # a loop body: ~15 registers per record, on every save
-        hlc, node = reg["hlc"], (reg["device"], reg["user"])
-        h = clocks.get(hlc)
-        if h is None:
-            h = clocks[hlc] = len(clocks)
-        n = nodes.get(node)
-        if n is None:
-            n = nodes[node] = len(nodes)
-        base, origin = reg.get("base"), reg.get("origin")
-        if base is None and origin is None:
-            return [reg["value"], h, n]
-        return [reg["value"], h, n, base, origin]
-
-    fields = {name: pack(reg) for name, reg in state["fields"].items()}
-    tomb = pack(state["deleted"]) if state["deleted"] else None
+    clocks, nodes, fields = {}, {}, {}
+    for name, reg in state["fields"].items():
+        fields[name] = _pack(reg, clocks, nodes)
+    tomb = _pack(state["deleted"], clocks, nodes) if state["deleted"] else None
     return _dumps({"id": state["id"], "form": state["form"],
                    "form_version": state["form_version"], "area": state["area"],
                    "f": fields, "t": tomb, "h": list(clocks), "n": list(nodes)})
+
+
+def _pack(reg, clocks, nodes):
+    hlc, node = reg["hlc"], (reg["device"], reg["user"])
+    h = clocks.get(hlc)
+    if h is None:
+        h = clocks[hlc] = len(clocks)
+    n = nodes.get(node)
+    if n is None:
+        n = nodes[node] = len(nodes)
+    base, origin = reg.get("base"), reg.get("origin")
+    if base is None and origin is None:
+        return [reg["value"], h, n]
+    return [reg["value"], h, n, base, origin]
 
 
 def decode_state(text):
@@ -74,16 +75,19 @@ def decode_state(text):
     if "fields" in packed:
         return packed
     clocks, nodes = packed["h"], packed["n"]
-
-    def unpack(p):
+    fields = {}
+    for name, p in packed["f"].items():
         device, user = nodes[p[2]]
-        return {"value": p[0], "hlc": clocks[p[1]], "device": device, "user": user,
-                "base": p[3] if len(p) > 3 else None, "origin": p[4] if len(p) > 3 else None}
-
+        fields[name] = {"value": p[0], "hlc": clocks[p[1]], "device": device, "user": user,
+                        "base": p[3] if len(p) > 3 else None,
+                        "origin": p[4] if len(p) > 3 else None}
+    t = packed["t"]
+    if t is not None:
+        device, user = nodes[t[2]]
+        t = {"value": t[0], "hlc": clocks[t[1]], "device": device, "user": user,
+             "base": t[3] if len(t) > 3 else None, "origin": t[4] if len(t) > 3 else None}
     return {"id": packed["id"], "form": packed["form"], "form_version": packed["form_version"],
-            "area": packed["area"],
-            "fields": {name: unpack(p) for name, p in packed["f"].items()},
-            "deleted": unpack(packed["t"]) if packed["t"] else None}
+            "area": packed["area"], "fields": fields, "deleted": t}
 
 
 def _record(row):
@@ -266,21 +270,21 @@ class Writer:
         # statement. An UPDATE whose wire text happens to equal the old one
         # leaves it NULL (trigger records_wire_stale): pull then builds it
         # from `state`, the same answer.
-        row = [state["form"], state["form_version"], state["area"], encode_state(state),
+        row = [state["form_version"], encode_state(state),
                _dumps(values), _dumps(computed) if computed else "{}",
                int(deleted), merging.record_hlc(state), seq, self.now, user,
-               device, _dumps(flags) if flags else "[]", wire_text(state)]
+               device, _dumps(flags) if flags else "[]", wire_text(state), state["id"]]
         if stored is None:
             self.db.execute(
-                "INSERT INTO records (form, form_version, area, state, data, computed, deleted, "
-                "hlc, seq, updated_at, updated_by, device, flags, wire, id, created_at, "
+                "INSERT INTO records (form_version, state, data, computed, deleted, hlc, seq, "
+                "updated_at, updated_by, device, flags, wire, id, form, area, created_at, "
                 "created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                row + [state["id"], self.now, user])
-        else:
+                row + [state["form"], state["area"], self.now, user])
+        else:  # a record's form and area never change: their indexes are left alone
             self.db.execute(
-                "UPDATE records SET form = ?, form_version = ?, area = ?, state = ?, data = ?, "
-                "computed = ?, deleted = ?, hlc = ?, seq = ?, updated_at = ?, updated_by = ?, "
-                "device = ?, flags = ?, wire = ? WHERE id = ?", row + [state["id"]])
+                "UPDATE records SET form_version = ?, state = ?, data = ?, computed = ?, "
+                "deleted = ?, hlc = ?, seq = ?, updated_at = ?, updated_by = ?, device = ?, "
+                "flags = ?, wire = ? WHERE id = ?", row)
         saved = {"id": state["id"], "form": state["form"], "form_version": state["form_version"],
                  "area": state["area"], "state": state, "seq": seq, "flags": flags,
                  "created_at": stored["created_at"] if stored else self.now}
