@@ -173,6 +173,16 @@ class Synchronizer:
 
     # -- pull -------------------------------------------------------------------
 
+    def _adopt_scope(self, user):
+        # resync_required names the user's areas and role as they are now: new
+        # records are then checked against them (Client.add) without a login.
+        known = self.store.get_meta("user") or {}
+        if (isinstance(user, dict) and user.get("username") == known.get("username")
+                and isinstance(user.get("areas"), list)
+                and all(isinstance(a, str) for a in user["areas"])
+                and isinstance(user.get("role"), str)):
+            self.store.set_meta(user={**known, "role": user["role"], "areas": user["areas"]})
+
     def pull(self):
         store, report = self.store, self.report
         limit = int(self.limits.get("pull_limit_default") or 500)
@@ -189,6 +199,7 @@ class Synchronizer:
                 if exc.code in ("resync_required", "invalid_cursor") and resyncs < 3:
                     resyncs += 1
                     report.resyncs += 1
+                    self._adopt_scope(exc.details.get("user"))
                     generation = store.start_resync()
                     cursor = None
                     continue

@@ -60,6 +60,10 @@ def decode(db, user, cursor, top):
     if not isinstance(seq, int) or seq < 0:
         raise _invalid("malformed")
     if scope != scope_hash(user) or seq > top:
+        # The scope as it is now, so the device also checks its new records
+        # against the new areas without signing in again.
         raise ApiError("resync_required", "Your areas or role changed (or the server was "
-                       "restored): pull again from the start, without a cursor.", 409)
+                       "restored): pull again from the start, without a cursor.", 409,
+                       details={"user": {"username": user["username"], "role": user["role"],
+                                         "areas": list(user["areas"])}})
     return seq

@@ -256,3 +256,8 @@ def test_scope_change_restarts_the_pull_and_drops_records_out_of_scope(server_pr
     assert report.complete and report.resyncs == 1
     assert [r["id"] for r in d.list()] == [theirs]
     assert d.get(mine) is None
+    # The device learnt the new areas from the resync, without a new login:
+    # a record in the new village is accepted locally and by the server.
+    assert d.user["areas"] == ["QN.TB.01"]
+    moved = d.add("household", household(11))
+    assert d.sync().applied == 1 and d.get(moved)["area"] == "QN.TB.01"

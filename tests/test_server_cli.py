@@ -111,6 +111,8 @@ def test_user_set_changes_scope_and_the_devices_pull_starts_over(server_process)
     assert next(r for r in rows if r["username"] == "hw")["areas"] == ["QN.LM.04"]
     resp = requests.get(pull, params={"cursor": cursor}, headers=h)
     assert resp.status_code == 409 and resp.json()["error"] == "resync_required"
+    assert resp.json()["details"]["user"] == {"username": "hw", "role": "health_worker",
+                                              "areas": ["QN.LM.04"]}
     assert requests.get(pull, headers=h).status_code == 200
 
 
