@@ -114,7 +114,8 @@ def m004_pull_wire_and_area_seq(db):
         AFTER UPDATE OF state ON records
         FOR EACH ROW WHEN NEW.wire IS OLD.wire AND NEW.wire IS NOT NULL
         BEGIN UPDATE records SET wire = NULL WHERE rowid = NEW.rowid; END""")
-    # Filled in by m005, which rewrites every row in a later format.
+    # (`wire` is filled in by m005, which rewrites every row in a later format.)
+
     # A small scope's pull walks its own areas along (area, seq) instead of
     # every later seq in the database (storage.pull_page).
     db.execute("CREATE INDEX IF NOT EXISTS idx_records_area_seq ON records (area, seq)")

@@ -211,8 +211,8 @@ class Writer:
         if checked.errors:
             return _rejected(record_id, checked.errors, code="invalid")
         change = {**change, "data": checked.data}
-        clocks = change.get("clocks")
-        top = max(change["hlc"], *clocks.values()) if clocks else change["hlc"]
+        clocks = change.get("clocks") or {}
+        top = max(change["hlc"], *clocks.values())
         if top > self.bound:  # only trusted clocks move the server's
             top = max((c for c in [change["hlc"], *clocks.values()] if c <= self.bound),
                       default=None)
