@@ -473,7 +473,8 @@ class Client:
                                f"{json.dumps(bad[0])[:400]}")
         return answer
 
-    def pull_page(self, cursor: str | None, limit: int, clocks: str = "sparse") -> tuple[dict, int]:
+    def pull_page(self, cursor: str | None, limit: int, clocks: str = "sparse",
+                  gzip: bool = True) -> tuple[dict, int]:
         """One pull page: (decoded answer, response bytes on the wire).
 
         As the device library pulls: sparse clocks, gzip, orjson decoding;
@@ -482,12 +483,15 @@ class Client:
         params = {"limit": limit, "clocks": clocks}
         if cursor:
             params["cursor"] = cursor
-        r = self.http.get(self.url + "/api/v1/sync/pull", params=params, timeout=300)
+        headers = {} if gzip else {"Accept-Encoding": "identity"}
+        r = self.http.get(self.url + "/api/v1/sync/pull", params=params, headers=headers,
+                          timeout=300)
         if r.status_code != 200:
             raise RuntimeError(f"pull failed: {r.status_code} {r.text[:300]}")
         return orjson.loads(r.content), len(r.content)
 
-    def pull_all(self, limit: int, decode: bool = True, clocks: str = "sparse") -> int:
+    def pull_all(self, limit: int, decode: bool = True, clocks: str = "sparse",
+                 gzip: bool = True) -> int:
         """Pull everything from the start; returns the number of records.
 
         :param decode: False reads each page's cursor from its tail and counts
@@ -496,7 +500,7 @@ class Client:
         cursor, n = None, 0
         while True:
             if decode:
-                page, _ = self.pull_page(cursor, limit, clocks)
+                page, _ = self.pull_page(cursor, limit, clocks, gzip)
                 n += len(page["records"])
                 cursor, more = page["cursor"], page["more"]
             else:

@@ -11,7 +11,8 @@ concurrent clients (four devices).
 Pull: everything the pushes stored (every record created, then edited once),
 from an empty cursor, in pages of 1,000 and 5,000, as the device library
 pulls: `clocks=sparse`, gzip, decoded with orjson. One row each for DESIGN's
-default (`clocks=all`) and for pages not decoded (server and HTTP alone).
+default (`clocks=all`), for pages not compressed (a LAN) and for pages not
+decoded (server and HTTP alone).
 
 Breakdown: the same push in-process (Flask test client, no HTTP) under
 cProfile, the time split into parse, envelope, form validation, merge, SQL,
@@ -85,9 +86,9 @@ def _concurrent(clients, bodies_by_client, size) -> float:
 
 
 def _pull_rate(client: common.Client, limit: int, decode: bool = True,
-               clocks: str = "sparse") -> tuple[float, int]:
+               clocks: str = "sparse", gzip: bool = True) -> tuple[float, int]:
     t0 = time.perf_counter()
-    n = client.pull_all(limit, decode=decode, clocks=clocks)
+    n = client.pull_all(limit, decode=decode, clocks=clocks, gzip=gzip)
     return n / (time.perf_counter() - t0), n
 
 
@@ -143,6 +144,10 @@ def run(mode: str = "full") -> dict:
         rates = [_pull_rate(clients[0], 5000, clocks="all")[0] for _ in range(pull_rounds)]
         out["pull_5000_all_clocks"] = pull.add("pages of 5000, every clock (DESIGN's default)",
                                                "records/s", rates)
+        # Uncompressed (a LAN): gzip level 6 is for 2G links.
+        rates = [_pull_rate(clients[0], 5000, gzip=False)[0] for _ in range(pull_rounds)]
+        out["pull_5000_identity"] = pull.add("pages of 5000, not compressed", "records/s",
+                                             rates)
         # The same pages, not decoded: what the server and HTTP alone deliver.
         rates = [_pull_rate(clients[0], 5000, decode=False)[0] for _ in range(pull_rounds)]
         out["pull_5000_raw"] = pull.add("pages of 5000, not decoded by the client",
