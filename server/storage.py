@@ -90,6 +90,35 @@ def decode_state(text):
             "area": packed["area"], "fields": fields, "deleted": t}
 
 
+def create_texts(change, device, user):
+    """`(state, wire, hlc)` columns of a new record made by `change` alone:
+    exactly `encode_state`, `wire_text` and `merge.record_hlc` of
+    `merge.merge(None, change, ...)` when no clock is re-stamped, without
+    building a register per field (the push hot path: most changes create).
+    """
+    hlc, clocks, bases = change["hlc"], change.get("clocks") or {}, change.get("bases") or {}
+    data = change["data"]
+    stamps, fields, sparse = {}, {}, {}
+    for name, value in data.items():
+        c = clocks.get(name, hlc)
+        h = stamps.get(c)
+        if h is None:
+            h = stamps[c] = len(stamps)
+        base = bases.get(name)
+        fields[name] = [value, h, 0] if base is None else [value, h, 0, base, None]
+    top = max(stamps)
+    for name in data:
+        c = clocks.get(name, hlc)
+        if c != top:
+            sparse[name] = c
+    head = {"id": change["id"], "form": change["form"], "form_version": change["form_version"],
+            "area": change["area"]}
+    state = _dumps({**head, "f": fields, "t": None, "h": list(stamps), "n": [[device, user]]})
+    wire = _dumps({**head, "data": data, "deleted": False, "hlc": top, "tombstone": None,
+                   "clocks": sparse})
+    return state, wire, top
+
+
 def _record(row):
     return {"id": row[0], "form": row[1], "form_version": row[2], "area": row[3],
             "state": decode_state(row[4]), "seq": row[5], "flags": orjson.loads(row[6]),
@@ -150,6 +179,14 @@ class Writer:
         found = get_records(self.db, ids)
         self._stored.update((rid, found.get(rid)) for rid in ids)
 
+    def _stored_record(self, record_id):
+        if record_id not in self._stored:
+            return get_record(self.db, record_id)
+        stored = self._stored[record_id]
+        if stored is not None and stored["state"] is None:  # saved by a create
+            stored["state"] = decode_state(stored["packed"])
+        return stored
+
     def _observe(self):
         # Observing only the largest clock is the same as observing each in
         # turn: the server clock just has to move past all of them before it
@@ -181,8 +218,7 @@ class Writer:
             the write lock), used only if its guesses hold under the lock.
         """
         record_id = change["id"]
-        stored = self._stored[record_id] if record_id in self._stored \
-            else get_record(self.db, record_id)
+        stored = self._stored_record(record_id)
         form = self.catalog.get(change["form"], change["form_version"])
         definition = form.definition if form else {"restricted_to": None}
         if not covers(user, change["area"]) or (stored and not covers(user, stored["area"])):
@@ -211,13 +247,22 @@ class Writer:
         if checked.errors:
             return _rejected(record_id, checked.errors, code="invalid")
         change = {**change, "data": checked.data}
-        clocks = change.get("clocks") or {}
-        top = max(change["hlc"], *clocks.values())
+        sent = [change["hlc"], *(change.get("clocks") or {}).values()]
+        trusted = top = max(sent)
         if top > self.bound:  # only trusted clocks move the server's
-            top = max((c for c in [change["hlc"], *clocks.values()] if c <= self.bound),
-                      default=None)
-        if top is not None and (self._unseen is None or top > self._unseen):
-            self._unseen = top
+            trusted = max((c for c in sent if c <= self.bound), default=None)
+        if trusted is not None and (self._unseen is None or trusted > self._unseen):
+            self._unseen = trusted
+        if creating and change["data"] and top <= self.bound:
+            # A create with every clock trusted: nothing to merge, re-stamp or
+            # log; its stored columns are written straight from the change.
+            self._write(None, change, checked.data, *create_texts(change, device,
+                                                                  user["username"]),
+                        user=user["username"], device=device, checked=(form, checked.data))
+            out = {"id": record_id, "status": "applied"}
+            if checked.warnings:
+                out["warnings"] = checked.warnings
+            return out
         try:
             result = merging.merge(stored["state"] if stored else None, change,
                                    device=device, user=user["username"],
@@ -251,10 +296,18 @@ class Writer:
             same `today`); when the merged values are exactly these, the
             record is not validated a second time.
         """
-        values = merging.values(state)
-        form = self.catalog.get(state["form"], state["form_version"])
+        saved = self._write(stored, state, merging.values(state), encode_state(state),
+                            wire_text(state), merging.record_hlc(state), user=user,
+                            device=device, checked=checked, deleted=merging.is_deleted(state))
+        saved["state"] = state
+        return saved
+
+    def _write(self, stored, head, values, packed, wire, hlc, *, user, device, checked,
+               deleted=False):
+        """The row of a record: `head` gives its id, form, form_version and
+        area; `packed` and `wire` its stored texts (encode_state, wire_text)."""
+        form = self.catalog.get(head["form"], head["form_version"])
         computed, flags = {}, list(stored["flags"]) if stored else []
-        deleted = merging.is_deleted(state)
         if form is not None:
             computed = form.compute(values) if not deleted else {}
             # Two valid concurrent edits can make an invalid record: keep it and
@@ -266,30 +319,30 @@ class Writer:
                 invalid = bool(form.validate_record(values, today=self.today).errors)
             flags = [f for f in flags if f != "invalid_merge"] + (["invalid_merge"] if invalid else [])
         seq = self._next_seq()
-        # Pull's stored JSON (see wire_text; migration 4) goes in the same
-        # statement. An UPDATE whose wire text happens to equal the old one
-        # leaves it NULL (trigger records_wire_stale): pull then builds it
-        # from `state`, the same answer.
-        row = [state["form_version"], encode_state(state),
-               _dumps(values), _dumps(computed) if computed else "{}",
-               int(deleted), merging.record_hlc(state), seq, self.now, user,
-               device, _dumps(flags) if flags else "[]", wire_text(state), state["id"]]
+        # Pull's stored JSON (see wire_text) goes in the same statement. An
+        # UPDATE whose wire text happens to equal the old one leaves it NULL
+        # (trigger records_wire_stale): pull then builds it from `state`,
+        # the same answer.
+        row = [head["form_version"], packed, _dumps(values),
+               _dumps(computed) if computed else "{}", int(deleted), hlc, seq, self.now, user,
+               device, _dumps(flags) if flags else "[]", wire, head["id"]]
         if stored is None:
             self.db.execute(
                 "INSERT INTO records (form_version, state, data, computed, deleted, hlc, seq, "
                 "updated_at, updated_by, device, flags, wire, id, form, area, created_at, "
                 "created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                row + [state["form"], state["area"], self.now, user])
+                row + [head["form"], head["area"], self.now, user])
         else:  # a record's form and area never change: their indexes are left alone
             self.db.execute(
                 "UPDATE records SET form_version = ?, state = ?, data = ?, computed = ?, "
                 "deleted = ?, hlc = ?, seq = ?, updated_at = ?, updated_by = ?, device = ?, "
                 "flags = ?, wire = ? WHERE id = ?", row)
-        saved = {"id": state["id"], "form": state["form"], "form_version": state["form_version"],
-                 "area": state["area"], "state": state, "seq": seq, "flags": flags,
-                 "created_at": stored["created_at"] if stored else self.now}
-        if state["id"] in self._stored:  # the same id again in this batch
-            self._stored[state["id"]] = saved
+        # `state` (decoded) is filled in by _save, or on first use (_stored_record).
+        saved = {"id": head["id"], "form": head["form"], "form_version": head["form_version"],
+                 "area": head["area"], "state": None, "packed": packed, "seq": seq,
+                 "flags": flags, "created_at": stored["created_at"] if stored else self.now}
+        if head["id"] in self._stored:  # the same id may come again in this batch
+            self._stored[head["id"]] = saved
         return saved
 
     def _log_conflicts(self, state, conflicts):

@@ -210,3 +210,21 @@ def test_a_packed_state_unpacks_to_the_same_state(fields, tomb):
     assert decode_state(packed) == state
     assert list(decode_state(packed)["fields"]) == list(fields)  # field order kept
     assert decode_state(json.dumps(state)) == state  # unpacked (before migration 5)
+
+
+@settings(max_examples=300)
+@given(data=st.dictionaries(st.from_regex(r"[a-z][a-z_]{0,8}", fullmatch=True), _VALUES,
+                            min_size=1, max_size=6),
+       hlc=_CLOCKS, picks=st.lists(st.tuples(st.booleans(), _CLOCKS, st.none() | _CLOCKS),
+                                   min_size=6, max_size=6))
+def test_a_create_is_stored_as_the_merge_would_store_it(data, hlc, picks):
+    """`create_texts` (the push fast path) equals packing the merged state."""
+    from schemas.merge import merge, record_hlc
+    from server.storage import create_texts, wire_text
+    clocks = {n: c for n, (own, c, _) in zip(data, picks) if own}
+    bases = {n: b for n, (_, _, b) in zip(data, picks) if b is not None}
+    change = {"id": str(uuid.uuid4()), "form": "household", "form_version": 3,
+              "area": "QN.TB.01", "data": data, "hlc": hlc, "clocks": clocks, "bases": bases}
+    state = merge(None, change, device="dev-a", user="hw").record
+    assert create_texts(change, "dev-a", "hw") == (encode_state(state), wire_text(state),
+                                                     record_hlc(state))
