@@ -70,3 +70,27 @@ def test_a_rejection_is_cleared_by_the_fix_even_later_in_the_same_batch(client):
     fixed = change(household(), hlc=hlc_at(t + 3, "dev-a"), record_id=rid)
     client.post("/api/v1/sync/push", json=batch("dev-a", [fixed]), headers=h)
     assert _rejected_count(client, "dev-a") == 0
+
+
+def test_the_wal_is_checkpointed_in_the_background_not_by_a_commit(tmp_path, monkeypatch):
+    """Commits below the backstop leave the WAL to the process's checkpoint
+    thread: the database file takes the pages without another commit."""
+    import os
+    import time
+
+    from server import db as dbmod
+    monkeypatch.setattr(dbmod, "CHECKPOINT_SECONDS", 0.05)
+    path = str(tmp_path / "wal.db")
+    db = dbmod.connect(path)
+    db.execute("CREATE TABLE t (x TEXT)")
+    dbmod._keep_open(path)  # what each request does: the keeper and the thread
+    size = os.path.getsize(path)
+    with dbmod.write_transaction(db):
+        db.conn.executemany("INSERT INTO t VALUES (?)", [("x" * 500,)] * 2000)
+    # ~1 MB, far below the backstop: no commit checkpoints it.
+    assert db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == dbmod.AUTOCHECKPOINT_PAGES
+    deadline = time.monotonic() + 10
+    while os.path.getsize(path) == size and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert os.path.getsize(path) > size + 500_000
+    db.conn.close()
