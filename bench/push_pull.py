@@ -184,6 +184,7 @@ CATEGORIES = [
     ("SQL (sqlite3 calls)", "sqlite3"),
     ("storage encoding (JSON columns)", [("server/storage.py", "_dumps"),
                                          ("server/storage.py", "encode_state"),
+                                         ("server/storage.py", "create_texts"),
                                          ("server/storage.py", "wire_text"),
                                          ("server/storage.py", "get_records")]),
     ("respond (jsonify)", [("flask/json/__init__.py", "jsonify")]),
