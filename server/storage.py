@@ -99,18 +99,25 @@ def create_texts(change, device, user):
     hlc, clocks, bases = change["hlc"], change.get("clocks") or {}, change.get("bases") or {}
     data = change["data"]
     stamps, fields, sparse = {}, {}, {}
-    for name, value in data.items():
-        c = clocks.get(name, hlc)
-        h = stamps.get(c)
-        if h is None:
-            h = stamps[c] = len(stamps)
-        base = bases.get(name)
-        fields[name] = [value, h, 0] if base is None else [value, h, 0, base, None]
-    top = max(stamps)
-    for name in data:
-        c = clocks.get(name, hlc)
-        if c != top:
-            sparse[name] = c
+    if not clocks:  # a record made in one go: every field has the change's clock
+        stamps[hlc] = 0
+        top = hlc
+        for name, value in data.items():
+            base = bases.get(name)
+            fields[name] = [value, 0, 0] if base is None else [value, 0, 0, base, None]
+    else:
+        for name, value in data.items():
+            c = clocks.get(name, hlc)
+            h = stamps.get(c)
+            if h is None:
+                h = stamps[c] = len(stamps)
+            base = bases.get(name)
+            fields[name] = [value, h, 0] if base is None else [value, h, 0, base, None]
+        top = max(stamps)
+        for name in data:
+            c = clocks.get(name, hlc)
+            if c != top:
+                sparse[name] = c
     head = {"id": change["id"], "form": change["form"], "form_version": change["form_version"],
             "area": change["area"]}
     state = _dumps({**head, "f": fields, "t": None, "h": list(stamps), "n": [[device, user]]})
