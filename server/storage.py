@@ -93,8 +93,9 @@ def decode_state(text):
 def create_texts(change, device, user):
     """`(state, wire, hlc)` columns of a new record made by `change` alone:
     exactly `encode_state`, `wire_text` and `merge.record_hlc` of
-    `merge.merge(None, change, ...)` when no clock is re-stamped, without
-    building a register per field (the push hot path: most changes create).
+    `merge.merge(None, change, ...)` when no clock is re-stamped and the
+    change has no `deleted`, without building a register per field (the push
+    hot path: most changes create).
     """
     hlc, clocks, bases = change["hlc"], change.get("clocks") or {}, change.get("bases") or {}
     data = change["data"]
@@ -260,9 +261,10 @@ class Writer:
             trusted = max((c for c in sent if c <= self.bound), default=None)
         if trusted is not None and (self._unseen is None or trusted > self._unseen):
             self._unseen = trusted
-        if creating and change["data"] and top <= self.bound:
-            # A create with every clock trusted: nothing to merge, re-stamp or
-            # log; its stored columns are written straight from the change.
+        if creating and change["data"] and top <= self.bound and change.get("deleted") is None:
+            # A create with every clock trusted and no tombstone (`deleted:
+            # false` is a restore register of its own): nothing to merge,
+            # re-stamp or log; its stored columns come straight from the change.
             self._write(None, change, checked.data, *create_texts(change, device,
                                                                   user["username"]),
                         user=user["username"], device=device, checked=(form, checked.data))

@@ -55,6 +55,33 @@ def test_the_same_id_twice_in_a_batch_is_a_create_then_an_edit(client):
     assert [r["data"]["head_name"] for r in pulled] == ["Tran Thi B"]
 
 
+def test_creates_are_stored_as_the_merge_stores_them(client):
+    """The create shortcut (storage.create_texts) and the merge give the same
+    pulled records, including where the shortcut must not be taken: a create
+    that carries `deleted: false` (a restore register of its own)."""
+    from schemas.merge import merge, to_wire
+    h = _auth(client, "hw", "dev-a")
+    t = now_ms() - 10_000
+    plain = change(household(), hlc=hlc_at(t, "dev-a"))
+    own_clocks = change(household(), hlc=hlc_at(t + 2, "dev-a"),
+                        clocks={"head_name": hlc_at(t + 1, "dev-a")})
+    restored = change(household(), hlc=hlc_at(t + 3, "dev-a"), deleted=False)
+    sent = [plain, own_clocks, restored]
+    body = batch("dev-a", sent)
+    results = client.post("/api/v1/sync/push", json=body, headers=h).get_json()["results"]
+    assert [r["status"] for r in results] == ["applied"] * 3
+    pulled = client.get("/api/v1/sync/pull", headers=h).get_json()["records"]
+    by_id = {r["id"]: r for r in pulled}
+    for c in sent:
+        want = to_wire(merge(None, c, device="dev-a", user="hw").record)
+        got = {k: v for k, v in by_id[c["id"]].items() if k != "seq"}
+        # The server canonicalises values (e.g. text NFC): compare the rest.
+        assert {k: v for k, v in got.items() if k != "data"} == \
+            {k: v for k, v in want.items() if k != "data"}
+    assert by_id[restored["id"]]["tombstone"] == {"deleted": False, "hlc": restored["hlc"]}
+    assert by_id[plain["id"]]["tombstone"] is None
+
+
 def test_a_rejection_is_cleared_by_the_fix_even_later_in_the_same_batch(client):
     h = _auth(client, "hw", "dev-a")
     t, rid = now_ms() - 10_000, str(uuid.uuid4())
