@@ -19,6 +19,11 @@ Tables:
              same request and the server's batch-id replay answers it.
 ``forms``    the form definitions last fetched from the server.
 ``meta``     device id, HLC, login, pull cursor, last sync, skew (JSON values).
+
+The layout's version is SQLite's ``PRAGMA user_version``. Opening a store
+brings an older layout up to date, each step (``MIGRATIONS``) in the same
+transaction as the version it writes, and refuses a store written by a newer
+fieldsync: an older app must not write a layout it does not know.
 """
 
 from __future__ import annotations
@@ -106,6 +111,23 @@ def _dumps(value) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
+def _m001_baseline(conn):
+    # The layout as first shipped; a store made before versioning has it
+    # already (version 0), so these statements change nothing there.
+    for statement in SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+#: Layout steps, in order: the store's version is how many have run. A later
+#: layout change is a new function here, never an edit of an earlier one.
+MIGRATIONS = (_m001_baseline,)
+
+
+class StoreTooNew(FieldsyncError):
+    """The device's data was written by a newer fieldsync."""
+
+
 class Store:
     """The local SQLite store of one device.
 
@@ -120,13 +142,27 @@ class Store:
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")  # durable across power loss
-        with self.transaction():
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    self.conn.execute(statement)
-            if self._meta("device_id") is None:
-                # Made once and kept: the server ties tokens and batch ids to it.
-                self._set_meta("device_id", "dev-" + secrets.token_hex(6))
+        try:
+            with self.transaction():
+                self._migrate()
+                if self._meta("device_id") is None:
+                    # Made once and kept: the server ties tokens and batch ids to it.
+                    self._set_meta("device_id", "dev-" + secrets.token_hex(6))
+        except StoreTooNew:
+            self.conn.close()
+            raise
+
+    def _migrate(self):
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise StoreTooNew(
+                f"The data in {self.path} was written by a newer fieldsync (layout "
+                f"{version}; this one knows up to {len(MIGRATIONS)}). Update the app; "
+                "nothing was changed.")
+        for step in MIGRATIONS[version:]:
+            step(self.conn)
+        if version < len(MIGRATIONS):
+            self.conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
 
     def close(self):
         self.conn.close()

@@ -225,3 +225,32 @@ def test_uuid7_is_time_ordered_version_7():
     ids = [uuid7() for _ in range(50)]
     assert all(i[14] == "7" for i in ids)
     assert [i[:13] for i in ids] == sorted(i[:13] for i in ids)
+
+
+def test_the_store_layout_is_versioned_and_a_newer_one_is_refused(tmp_path):
+    from client_sync.store import MIGRATIONS, StoreTooNew
+    s = Store(tmp_path / "d.db")
+    rid = new_record(s, head_name="Lò Thị Mai")
+    device_id = s.device_id
+    s.close()
+    raw = sqlite3.connect(tmp_path / "d.db")
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    # A store made before versioning (layout 0) opens with its data and is
+    # brought up to date.
+    raw.execute("PRAGMA user_version = 0")
+    raw.close()
+    s = Store(tmp_path / "d.db")
+    assert s.device_id == device_id and s.conn.execute(
+        "SELECT COUNT(*) FROM records WHERE id = ?", (rid,)).fetchone()[0] == 1
+    assert s.conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    s.close()
+    # Written by a newer fieldsync: refused, and left exactly as it was.
+    raw = sqlite3.connect(tmp_path / "d.db")
+    raw.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    raw.close()
+    with pytest.raises(StoreTooNew, match="newer fieldsync"):
+        Store(tmp_path / "d.db")
+    raw = sqlite3.connect(tmp_path / "d.db")
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) + 1
+    assert raw.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 1
+    raw.close()
