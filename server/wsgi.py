@@ -5,16 +5,42 @@ connection must never cross a fork. The access log has one line per request
 with method, path (no query string), status, size and duration: no address,
 no user, no record content.
 """
+import json
+
+from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
 
 #: gunicorn's own ceiling (its default is 4094). Our longest legitimate URL is
 #: far shorter (a pull: a 200-character cursor plus `limit`; an export: a form,
 #: an area and two dates), so this only decides who refuses an over-long one:
-#: up to here the app answers with a JSON 400 (e.g. `invalid_cursor`), past it
-#: gunicorn's own HTML 414.
+#: up to here the app answers with a 400 (e.g. `invalid_cursor`), past it
+#: gunicorn with a 414 (`request_line_too_long`, see write_json_error).
 LIMIT_REQUEST_LINE = 8190
 
 ACCESS_LOG_FORMAT = '%(t)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
+
+# What gunicorn refuses before the app sees it (an over-long request line or
+# header, malformed HTTP) it answers itself; by default with an HTML page.
+# Devices and scripts read our JSON error shape: the same status, our shape,
+# and no echo of the request (its text may hold a token or personal data).
+_REFUSALS = {
+    414: ("request_line_too_long", f"The request line is over {LIMIT_REQUEST_LINE} bytes."),
+    431: ("headers_too_large", "A request header is too large, or there are too many."),
+    403: ("forbidden", "This request is refused."),
+    417: ("expectation_failed", "This Expect header is not supported."),
+    500: ("internal_error", "The server failed on this request; nothing was stored."),
+    501: ("not_implemented", "This transfer coding is not supported."),
+}
+
+
+def write_json_error(sock, status, reason, _message):
+    """gunicorn's `util.write_error`, in our error shape (see _REFUSALS)."""
+    code, message = _REFUSALS.get(status, ("bad_http_request",
+                                           "The request is not valid HTTP/1.1."))
+    body = json.dumps({"error": code, "message": message, "details": {}}).encode()
+    head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
 
 
 class _Server(BaseApplication):
@@ -33,6 +59,9 @@ class _Server(BaseApplication):
 
 
 def run(db_path, host, port, workers):
+    # gunicorn has no hook for its own error answers: its workers (forked
+    # from this process) call util.write_error, so that is what we replace.
+    gunicorn_util.write_error = write_json_error
     _Server(db_path, {
         "bind": f"{host}:{port}",
         "workers": workers,
@@ -46,6 +75,6 @@ def run(db_path, host, port, workers):
         "preload_app": False,
         "limit_request_line": LIMIT_REQUEST_LINE,
         # Headers keep gunicorn's defaults (100 fields of 8190 bytes): a larger
-        # one gets gunicorn's HTML 400 before the app sees it; no real client
-        # sends one (a bearer token is 43 characters).
+        # one gets gunicorn's 431 (`headers_too_large`) before the app sees
+        # it; no real client sends one (a bearer token is 43 characters).
     }).run()
