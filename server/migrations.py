@@ -114,14 +114,31 @@ def m004_pull_wire_and_area_seq(db):
         AFTER UPDATE OF state ON records
         FOR EACH ROW WHEN NEW.wire IS OLD.wire AND NEW.wire IS NOT NULL
         BEGIN UPDATE records SET wire = NULL WHERE rowid = NEW.rowid; END""")
-    # (`wire` is filled in by m005, which rewrites every row in a later format.)
-
+    from . import storage  # late: migrations need not load storage otherwise
+    last = 0
+    while True:  # in rowid chunks: no cursor open over rows being updated
+        rows = db.execute("SELECT rowid, state FROM records WHERE rowid > ? AND wire IS NULL "
+                          "ORDER BY rowid LIMIT 2000", [last]).fetchall()
+        if not rows:
+            break
+        db.conn.executemany("UPDATE records SET wire = ? WHERE rowid = ?",
+                            [(_wire_or_none(storage, state), rowid) for rowid, state in rows])
+        last = rows[-1][0]
     # A small scope's pull walks its own areas along (area, seq) instead of
     # every later seq in the database (storage.pull_page).
     db.execute("CREATE INDEX IF NOT EXISTS idx_records_area_seq ON records (area, seq)")
     # The UNIQUE constraint on seq is already an index giving the same plans
     # (tests/test_server_pull.py); this copy only cost every write.
     db.execute("DROP INDEX IF EXISTS idx_records_seq")
+
+
+def _wire_or_none(storage, state):
+    # A state that cannot be read is left NULL: pull then reads it as before
+    # this migration, and `init` does not fail on one bad row.
+    try:
+        return storage.wire_text(json.loads(state))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 @migration
