@@ -148,6 +148,10 @@ def m005_packed_state_sparse_wire(db):
     # lists only the clocks that differ from the record's hlc (a full pull
     # fills in the others). Every row is rewritten.
     from . import storage  # late: migrations need not load storage otherwise
+    # Cleared first: a new `wire` equal to the old one (m004 just wrote it,
+    # from a version-3 database) would otherwise be cleared by the trigger
+    # records_wire_stale as stale when `state` changes beside it.
+    db.execute("UPDATE records SET wire = NULL")
     last = 0
     while True:  # in rowid chunks: no cursor open over rows being updated
         rows = db.execute("SELECT rowid, state FROM records WHERE rowid > ? "
