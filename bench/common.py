@@ -551,6 +551,13 @@ def mode_rounds(mode: str, full: int, quick: int) -> int:
     return {"full": full, "quick": quick, "smoke": 1}[mode]
 
 
+def script_main(run, doc, argv=None):
+    """A benchmark script run alone: its mode flags, the machine line, `run(mode)`."""
+    mode = parse_mode(argv, doc.splitlines()[0])
+    print_machine()
+    return run(mode)
+
+
 def parse_mode(argv=None, description: str = ""):
     """`--quick` / `--smoke` for every script; returns 'full', 'quick' or 'smoke'."""
     import argparse

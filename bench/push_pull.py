@@ -293,9 +293,7 @@ def _top(stats, total, k=15):
 
 
 def main(argv=None):
-    mode = common.parse_mode(argv, __doc__.splitlines()[0])
-    common.print_machine()
-    run(mode)
+    common.script_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":

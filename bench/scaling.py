@@ -187,9 +187,7 @@ def run(mode: str = "full") -> dict:
 
 
 def main(argv=None):
-    mode = common.parse_mode(argv, __doc__.splitlines()[0])
-    common.print_machine()
-    run(mode)
+    common.script_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":
