@@ -1,7 +1,6 @@
 """Pull: commit order, scope, cursors, limits, the query plan (in-process app)."""
 import json
 import sqlite3
-import threading
 import uuid
 
 import pytest
@@ -182,7 +181,7 @@ def test_records_committed_while_a_device_pages_are_never_skipped(app):
     client = app.test_client()
     writers = [(auth(client, "hw", f"dev-w{i}"), f"dev-w{i}") for i in range(3)]
     reader = auth(client, "sup", "dev-r")
-    pushed, done = set(), threading.Event()
+    pushed = set()
 
     def write(h, device):
         c = app.test_client()
