@@ -36,6 +36,7 @@ class FaultProxy:
         self.p_cut, self.p_drop, self.match = p_cut, p_drop, match
         self.rng = random.Random(seed)
         self.stats = Counter()
+        self.cut_answers = []  # what the client got of each cut answer
         self.lock = threading.Lock()
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -113,6 +114,9 @@ class FaultProxy:
                             self.stats["drop_response"] += 1
                         elif mode == "cut_response":
                             state["cut_response"] = after
+                            with self.lock:
+                                state["cut_index"] = len(self.cut_answers)
+                                self.cut_answers.append(b"")
                             self.stats["cut_response"] += 1
                     if cut_after is not None:
                         room = cut_after - sent_of_request
@@ -132,14 +136,21 @@ class FaultProxy:
                 up_w.close()
 
         async def downstream():
+            sent = 0
             try:
                 while data := await up_r.read(65536):
                     if state["drop"]:
                         break  # the server has answered, so it has committed: swallow it
                     if state["cut_response"] is not None:
-                        client_w.write(data[:state["cut_response"]])
+                        # Exactly `after` bytes of the answer, however it arrives.
+                        part = data[:max(0, state["cut_response"] - sent)]
+                        client_w.write(part)
                         await client_w.drain()
-                        break
+                        sent += len(part)
+                        self.cut_answers[state["cut_index"]] += part
+                        if sent >= state["cut_response"]:
+                            break
+                        continue
                     client_w.write(data)
                     await client_w.drain()
             except (ConnectionError, OSError):

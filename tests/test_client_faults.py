@@ -135,6 +135,26 @@ def test_pull_cut_mid_page_then_retry(server_process, proxy, tmp_path, mode):
     assert local_data(reader) == server_data(server_process)
 
 
+def test_pull_cut_mid_zstd_body_is_retried(server_process, proxy, tmp_path):
+    """The device asks for zstd (through urllib3) and gets it; a page cut
+    inside its compressed body is an incomplete frame, retried, not stored."""
+    writer = login(tmp_path / "w", server_process.url)
+    for i in range(40):
+        writer.add("household", household(i))
+    writer.sync()
+    reader = login(tmp_path / "r", proxy.url)
+    reader.store.set_meta(batch_size=20)
+    proxy.add("cut_response", PULL, after=600, count=1)
+    report = reader.sync()
+    assert report.complete and report.pulled == 40
+    assert local_data(reader) == server_data(server_process)
+    head, _, body = proxy.cut_answers[0].partition(b"\r\n\r\n")
+    assert b"content-encoding: zstd" in head.lower() and 0 < len(body)
+    total = int(next(line.split(b":")[1] for line in head.lower().split(b"\r\n")
+                     if line.startswith(b"content-length")))
+    assert len(body) < total  # cut inside the compressed body
+
+
 def test_random_faults_converge_without_loss_or_doubles(server_process, tmp_path):
     proxy = FaultProxy(server_process.port, p_drop=0.25, p_cut=0.15, seed=7,
                        match=b"").start()

@@ -1,9 +1,15 @@
 """Pull: commit order, scope, cursors, limits, the query plan (in-process app)."""
+import gzip
 import json
 import sqlite3
 import uuid
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from server import compress
+from server.compress import zstd
 
 from conftest import batch, change, hlc_at, household, login, now_ms
 
@@ -203,14 +209,41 @@ def test_records_committed_while_a_device_pages_are_never_skipped(app):
     assert len(pushed) == 45 and seen == pushed
 
 
-def test_answers_are_gzipped_when_the_client_asks(client):
-    import gzip
+@pytest.mark.parametrize("accept, coding", [
+    ("gzip", "gzip"), ("x-gzip", "gzip"), ("zstd", "zstd"), ("gzip, deflate, zstd", "zstd"),
+    ("zstd;q=0, gzip", "gzip"), ("gzip;q=1.0, zstd;q=0.5", "gzip"), ("*", "zstd"),
+    ("*;q=0, gzip;q=0.2", "gzip"), ("identity", None), ("deflate, br", None), ("", None),
+    ("gzip;q=0", None), ("zstd;q=oops", "zstd")])
+def test_answers_are_compressed_as_the_client_asks(client, accept, coding):
     h = auth(client, "hw", "dev-a")
     for _ in range(5):
         push(client, h, "dev-a", change(household(), hlc=hlc_at(now_ms(), "dev-a")))
-    plain = client.get("/api/v1/sync/pull", headers=h)
-    packed = client.get("/api/v1/sync/pull", headers={**h, "Accept-Encoding": "gzip"})
+    plain = client.get("/api/v1/sync/pull", headers={**h, "Accept-Encoding": "identity"})
+    packed = client.get("/api/v1/sync/pull", headers={**h, "Accept-Encoding": accept})
     assert "Content-Encoding" not in plain.headers
-    assert packed.headers["Content-Encoding"] == "gzip"
-    assert len(packed.data) < len(plain.data)
-    assert json.loads(gzip.decompress(packed.data))["records"] == plain.get_json()["records"]
+    assert packed.headers.get("Content-Encoding") == coding
+    assert "Accept-Encoding" in packed.headers["Vary"]
+    body = {"gzip": gzip.decompress, "zstd": zstd.decompress, None: bytes}[coding](packed.data)
+    if coding:
+        assert len(packed.data) < len(plain.data)
+    assert json.loads(body)["records"] == plain.get_json()["records"]
+
+
+CODING = st.sampled_from(["gzip", "x-gzip", "zstd", "deflate", "br", "identity", "*", "GZIP"])
+
+
+@given(st.lists(st.tuples(CODING, st.one_of(st.none(), st.sampled_from(
+    ["0", "0.0", "0.001", "0.5", "1", "1.000"]))), max_size=5))
+def test_the_chosen_coding_is_one_the_client_accepts_at_its_highest_q(parts):
+    header = ", ".join(c + (f";q={q}" if q is not None else "") for c, q in parts)
+    q = {}  # the last mention of a coding counts, as in compress._accepted
+    for c, value in parts:
+        q["gzip" if c.lower() in ("gzip", "x-gzip") else c.lower()] = (
+            1.0 if value is None else float(value))
+    ours = {c: q.get(c, q.get("*", 0.0)) for c in ("zstd", "gzip")}
+    chosen = compress.choose(header)
+    if max(ours.values()) == 0:
+        assert chosen is None
+    else:
+        assert ours[chosen] == max(ours.values())
+        assert chosen == "zstd" or ours["zstd"] < ours["gzip"]  # zstd on a tie
