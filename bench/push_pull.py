@@ -6,11 +6,12 @@ batches of 500 realistic changes pre-encoded as compact JSON (the client's
 own encoding is not the server's throughput), full validation, per-field
 merge, `synchronous=FULL`. Creates and edits (one or two fields of each
 created record, with bases) are measured separately; one client, then four
-concurrent clients (four devices).
+concurrent clients (four devices). One more row: creates in batches of 20, a
+health worker's day of visits, where each request's fixed cost shows.
 
 Pull: everything the pushes stored (every record created, then edited once),
 from an empty cursor, in pages of 1,000 and 5,000, as the device library
-pulls: `clocks=sparse`, gzip, decoded with orjson. One row each for DESIGN's
+pulls: `clocks=sparse`, zstd (gzip for clients without it), decoded with orjson. One row each for DESIGN's
 default (`clocks=all`), for pages not compressed (a LAN) and for pages not
 decoded (server and HTTP alone).
 
@@ -36,6 +37,7 @@ import common
 from common import BATCH, Generator, Table, encode, push_body
 
 PUSH_GOAL = 20_000
+SMALL, SMALL_BATCHES = 20, 50      # a day's visits, sent as one batch each
 PULL_GOAL = 100_000
 
 
@@ -109,7 +111,7 @@ def run(mode: str = "full") -> dict:
         warm, _ = _bodies(gens[0], clients[0].node, 1, size)
         _push_all(clients[0], warm, size)
 
-        creates1, edits1, creates4, edits4 = [], [], [], []
+        creates1, edits1, creates4, edits4, small1 = [], [], [], [], []
         for _ in range(rounds):
             c_bodies, e_bodies = _bodies(gens[0], clients[0].node, batches, size)
             creates1.append(per_round / _push_all(clients[0], c_bodies, size))
@@ -119,6 +121,8 @@ def run(mode: str = "full") -> dict:
             creates4.append(n4 / _concurrent(clients, [p[0] for p in prepared], size))
             if mode != "quick":  # the one-minute budget of bench-quick
                 edits4.append(n4 / _concurrent(clients, [p[1] for p in prepared], size))
+            small, _ = _bodies(gens[0], clients[0].node, SMALL_BATCHES, SMALL)
+            small1.append(SMALL * SMALL_BATCHES / _push_all(clients[0], small, SMALL))
 
         table = Table(f"push: records/s over HTTP, batches of {size}; per round {batches} "
                       f"batch(es) from one client, {batches4} from each of four; "
@@ -128,12 +132,15 @@ def run(mode: str = "full") -> dict:
         out["push_creates_4"] = table.add("creates, 4 concurrent clients", "records/s", creates4)
         if edits4:
             out["push_edits_4"] = table.add("edits, 4 concurrent clients", "records/s", edits4)
+        out["push_creates_small"] = table.add(
+            f"creates, 1 client, batches of {SMALL}", "records/s", small1,
+            note=f"{1000 * SMALL / common.summary(small1)[0]:.2f} ms a batch")
         table.print()
 
         # Pull: the health worker's area holds every record pushed above.
         stored = None
         pull = Table("pull: records/s over HTTP from an empty cursor, every record edited "
-                     "once; as the device pulls (clocks=sparse, gzip, orjson) unless noted")
+                     "once; as the device pulls (clocks=sparse, zstd, orjson) unless noted")
         for limit in (1000, 5000):
             rates = []
             for _ in range(pull_rounds):
@@ -144,7 +151,7 @@ def run(mode: str = "full") -> dict:
         rates = [_pull_rate(clients[0], 5000, clocks="all")[0] for _ in range(pull_rounds)]
         out["pull_5000_all_clocks"] = pull.add("pages of 5000, every clock (DESIGN's default)",
                                                "records/s", rates)
-        # Uncompressed (a LAN): gzip level 6 is for 2G links.
+        # Uncompressed (a LAN), for comparison.
         rates = [_pull_rate(clients[0], 5000, gzip=False)[0] for _ in range(pull_rounds)]
         out["pull_5000_identity"] = pull.add("pages of 5000, not compressed", "records/s",
                                              rates)

@@ -185,13 +185,15 @@ def test_a_full_disk_is_503_and_nothing_is_acknowledged(db_path):
         db.execute(f"PRAGMA max_page_count = {pages + 2}")
         return db
 
+    real_take_idle = dbmod._take_idle
     dbmod.connect = tiny
+    dbmod._take_idle = lambda *args: None  # a new connection, through `tiny`
     try:
         big = [change(household(address_detail="x" * 190), hlc=hlc_at(now_ms(), "dev-a"))
                for _ in range(200)]
         resp = client.post("/api/v1/sync/push", json=batch("dev-a", big), headers=h)
     finally:
-        dbmod.connect = real_connect
+        dbmod.connect, dbmod._take_idle = real_connect, real_take_idle
     assert resp.status_code == 503, resp.get_json()
     conn = sqlite3.connect(db_path)
     assert conn.execute("SELECT count(*) FROM records").fetchone()[0] == 0

@@ -1,0 +1,107 @@
+"""Request connections are reused within a process (server/db.py): never with
+a transaction still open, never across a fork, never to a replaced file."""
+import os
+import sqlite3
+
+import pytest
+
+from conftest import batch, change, copy_db, hlc_at, household, login, now_ms
+from server import create_app
+from server import db as dbmod
+
+
+def _idle(app):
+    keeper = dbmod._keepers.get(os.path.abspath(app.config["DB"]))
+    return [db for _, db in keeper.idle] if keeper else []
+
+
+def _request_db(app):
+    with app.app_context():
+        db = dbmod.get_db()
+        db.execute("SELECT 1").fetchone()
+        return db
+
+
+def test_a_request_reuses_the_connection_the_last_one_gave_back(app):
+    first = _request_db(app)
+    assert _idle(app) == [first]
+    second = _request_db(app)
+    assert second is first and _idle(app) == [first]
+
+
+def test_a_request_left_in_a_transaction_is_rolled_back_before_reuse(app, db_path):
+    with app.app_context():
+        db = dbmod.get_db()
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO meta (key, value) VALUES ('left_open', 'x')")
+        # teardown without COMMIT (an exception between the two)
+    assert not db.conn.in_transaction and _idle(app) == [db]
+    other = sqlite3.connect(db_path, timeout=0)  # the write lock is free again
+    other.execute("BEGIN IMMEDIATE")
+    assert other.execute("SELECT count(*) FROM meta WHERE key = 'left_open'").fetchone() == (0,)
+    other.rollback()
+    other.close()
+
+
+def test_the_pool_keeps_at_most_pool_size_connections(app):
+    with app.app_context():
+        held = []
+        for _ in range(dbmod.POOL_SIZE + 2):
+            # each nested context is a request of its own: a connection each
+            ctx = app.app_context()
+            ctx.push()
+            held.append((ctx, dbmod.get_db()))
+        for ctx, _ in reversed(held):
+            ctx.pop()
+    assert len(_idle(app)) == dbmod.POOL_SIZE
+    closed = [db for _, db in held if db not in _idle(app)]
+    for db in closed:
+        with pytest.raises(sqlite3.ProgrammingError):
+            db.execute("SELECT 1")
+
+
+def test_a_replaced_database_file_is_never_served_by_an_old_connection(app, db_path, tmp_path):
+    client = app.test_client()
+    token = login(client, "hw", "dev-a")
+    h = {"Authorization": "Bearer " + token}
+    backup = tmp_path / "backup.db"
+    copy_db(db_path, backup)  # signed in, no record yet
+    rec = change(household(), hlc=hlc_at(now_ms(), "dev-a"))
+    assert client.post("/api/v1/sync/push", json=batch("dev-a", [rec]),
+                       headers=h).status_code == 200
+    old = _idle(app)
+    assert old
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(str(db_path) + suffix):
+            os.remove(str(db_path) + suffix)
+    os.replace(backup, db_path)  # what a restore does to the file
+    resp = client.get("/api/v1/sync/pull", headers=h)
+    assert resp.status_code == 200 and resp.get_json()["records"] == []
+    assert not set(map(id, _idle(app))) & set(map(id, old))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_process_opens_its_own_connection(app):
+    parent = _request_db(app)
+    assert _idle(app) == [parent]
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if it did not take the parent's connection
+        try:
+            child = _request_db(app)
+            ok = child is not parent and parent.conn in dbmod._inherited
+        except BaseException:
+            ok = False
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    assert _request_db(app) is parent  # the parent's own pool is untouched
+
+
+def test_two_apps_on_one_file_with_other_busy_timeouts_do_not_share(db_path):
+    quick = create_app({"DB": db_path, "BUSY_TIMEOUT_MS": 10})
+    slow = create_app({"DB": db_path, "BUSY_TIMEOUT_MS": 4000})
+    a, b = _request_db(quick), _request_db(slow)
+    assert a is not b
+    assert a.execute("PRAGMA busy_timeout").fetchone() == (10,)
+    assert b.execute("PRAGMA busy_timeout").fetchone() == (4000,)
+    assert _request_db(quick) is a
