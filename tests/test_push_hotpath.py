@@ -121,3 +121,20 @@ def test_the_wal_is_checkpointed_in_the_background_not_by_a_commit(tmp_path, mon
         time.sleep(0.05)
     assert os.path.getsize(path) > size + 500_000
     db.conn.close()
+
+
+def test_a_worker_freezes_the_loaded_app_and_collects_less_often(db_path):
+    """What `fieldsync-server serve` does in each worker after loading the
+    app (server/wsgi.py): the loaded objects leave the collector's scans."""
+    import gc
+
+    from server import wsgi
+    threshold = gc.get_threshold()
+    try:
+        app = wsgi._Server(str(db_path), {"workers": 1}).load()
+        assert app.config["DB"] == str(db_path)
+        assert gc.get_threshold() == wsgi.GC_THRESHOLDS != threshold
+        assert gc.get_freeze_count() > 1000  # modules, the app, its blueprints
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
