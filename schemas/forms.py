@@ -1438,10 +1438,11 @@ class _Shape:
     """The first tier's plan for records with one tuple of keys: the fields
     present, by kind of test, with what they are tested against."""
 
-    __slots__ = ("choices", "flags", "numbers", "dates", "others")
+    __slots__ = ("choices", "flags", "numbers", "dates", "others", "order")
 
-    def __init__(self, keys, by_name):
+    def __init__(self, keys, by_name, order):
         plans = [by_name[k] for k in keys]
+        self.order = order   # the keys in the schema's order; None: already in it
         self.choices = tuple((p[1], p[2]) for p in plans if p[0] == _CHOICE)
         self.flags = tuple(p[1] for p in plans if p[0] == _BOOLEAN)
         self.numbers = tuple(p[1:] for p in plans if p[0] == _NUMBER)
@@ -1456,11 +1457,11 @@ def _loader(group):
 
     The validation hot path: marshmallow's per-field machinery costs ~3 µs a
     field. This runs the same checks in two tiers. The first takes the
-    common case: keys in the schema's order (known once per tuple of keys)
-    and every value of its canonical type and within its literal limits,
-    tested a kind at a time (a choice a set lookup, a number a range); the
-    data is copied whole and the few values that need it (a ref lowercased,
-    a multi_choice ordered) converted. Anything else goes to the second
+    common case: known keys (planned once per tuple of keys) and every value
+    of its canonical type and within its literal limits, tested a kind at a
+    time (a choice a set lookup, a number a range); the data is copied whole,
+    in the schema's key order, and the few values that need it (a ref
+    lowercased, a multi_choice ordered) converted. Anything else goes to the second
     tier, a converter per field in schema order (so the dict is the same,
     key order too). At the first doubt it returns None and the schema, the
     single source of error messages, runs instead. tests/test_forms_fast.py
@@ -1495,13 +1496,15 @@ def _loader(group):
             by_name[name] = (_OTHER, name, convert)
     steps, inputs = tuple(steps), group.inputs
     position = {name: i for i, (name, _, _) in enumerate(steps)}
-    shapes: dict[tuple, _Shape | None] = {}   # None: keys unknown or out of order
+    shapes: dict[tuple, _Shape | None] = {}   # None: some key unknown
 
     def shape_of(keys):
         positions = [position.get(k, -1) for k in keys]
         shape = None
-        if -1 not in positions and positions == sorted(positions):
-            shape = _Shape(keys, by_name)
+        if -1 not in positions:
+            order = None if positions == sorted(positions) else \
+                tuple(k for _, k in sorted(zip(positions, keys)))
+            shape = _Shape(keys, by_name, order)
         if len(shapes) >= 1024:
             shapes.clear()
         shapes[keys] = shape
@@ -1529,7 +1532,7 @@ def _loader(group):
             if type(value) is not str or not (value in _REAL_DATES or _real_date(value)) \
                     or not lo <= value <= hi:
                 return load_each(data)
-        out = dict(data)
+        out = dict(data) if shape.order is None else {k: data[k] for k in shape.order}
         try:
             for name, convert in shape.others:
                 value = out[name]
