@@ -116,6 +116,9 @@ class Result(NamedTuple):
     data: dict
     errors: dict
     warnings: dict
+    #: ``compute(data)``, when the validation already derived it (a complete
+    #: record on the fast path); else None.
+    computed: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -1577,6 +1580,10 @@ def _complete(group):
     case may have) are worded here, in the order the general path adds them.
     """
     load, derivers = group.load, group.derivers
+    # What CompiledForm.compute answers, from the values derived here; not
+    # when a repeat has computed fields of its own (compute derives those).
+    computed_names = tuple(s.name for s in group.specs if s.type == "computed")
+    own_computed = not any(r.group.computed for r in group.repeats)
     required, by_condition = [], {}
     for spec in group.rules:
         if spec.relevant is None:
@@ -1666,7 +1673,8 @@ def _complete(group):
                 if not warn:
                     return None
                 _add(warnings, field, message)
-        return _result(Result, (clean, {}, warnings))
+        computed = {name: vals[name] for name in computed_names} if own_computed else None
+        return _result(Result, (clean, {}, warnings, computed))
     return validate
 
 

@@ -267,7 +267,7 @@ class Writer:
             # re-stamp or log; its stored columns come straight from the change.
             self._write(None, change, checked.data, *create_texts(change, device,
                                                                   user["username"]),
-                        user=user["username"], device=device, checked=(form, checked.data))
+                        user=user["username"], device=device, checked=(form, checked))
             out = {"id": record_id, "status": "applied"}
             if checked.warnings:
                 out["warnings"] = checked.warnings
@@ -287,7 +287,7 @@ class Writer:
             # A create's merged values are normally its checked data: _save
             # need not check them again.
             stored = self._save(stored, state, user=user["username"], device=device,
-                                checked=(form, checked.data) if creating else None)
+                                checked=(form, checked) if creating else None)
         self._log_conflicts(state, result.conflicts)
         status = "conflict" if result.lost else "applied" if result.changed else "unchanged"
         out = {"id": record_id, "status": status}
@@ -300,10 +300,11 @@ class Writer:
     def _save(self, stored, state, *, user, device, checked=None):
         """Write the merged `state` under a new seq.
 
-        :param checked: `(form, values)` that form's `validate_create` already
+        :param checked: `(form, result)`: that form's `validate_create`
             passed with every rule (the same checks as `validate_record`, the
-            same `today`); when the merged values are exactly these, the
-            record is not validated a second time.
+            same `today`); when the merged values are exactly its data, the
+            record is not validated a second time, and its computed fields
+            are the ones the validation derived, if it did.
         """
         saved = self._write(stored, state, merging.values(state), encode_state(state),
                             wire_text(state), merging.record_hlc(state), user=user,
@@ -318,11 +319,17 @@ class Writer:
         form = self.catalog.get(head["form"], head["form_version"])
         computed, flags = {}, list(stored["flags"]) if stored else []
         if form is not None:
-            computed = form.compute(values) if not deleted else {}
+            valid = checked is not None and checked[0] is form and checked[1].data == values
+            if deleted:
+                computed = {}
+            elif valid and checked[1].computed is not None:
+                computed = checked[1].computed
+            else:
+                computed = form.compute(values)
             # Two valid concurrent edits can make an invalid record: keep it and
             # flag it for review; rejecting would break convergence. A deleted
             # record is never flagged, so it needs no check.
-            if deleted or (checked is not None and checked[0] is form and checked[1] == values):
+            if deleted or valid:
                 invalid = False
             else:
                 invalid = bool(form.validate_record(values, today=self.today).errors)

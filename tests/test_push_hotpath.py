@@ -138,3 +138,35 @@ def test_a_worker_freezes_the_loaded_app_and_collects_less_often(db_path):
     finally:
         gc.unfreeze()
         gc.set_threshold(*threshold)
+
+
+def test_computed_fields_are_stored_as_compute_gives_them(client, app):
+    """A create's computed fields come from its validation (the fast path
+    derives them to check the rules); they must be what `compute` answers,
+    with the fast path on and off."""
+    import json
+    import sqlite3
+
+    from schemas import forms
+    from tests.test_shipped_forms import VALID, form
+    h = _auth(client, "hw", "dev-a")
+    t, ids = now_ms() - 10_000, {}
+    for fast in (True, False):
+        forms.FAST = fast
+        try:
+            for i, form_id in enumerate(("anc_visit", "growth")):
+                c = change(VALID[form_id], hlc=hlc_at(t + i, "dev-a"), form=form_id)
+                ids[c["id"]] = form_id
+                results = client.post("/api/v1/sync/push", json=batch("dev-a", [c]),
+                                      headers=h).get_json()["results"]
+                assert results[0]["status"] == "applied", results
+        finally:
+            forms.FAST = True
+        t += 10
+    con = sqlite3.connect(app.config["DB"])
+    rows = con.execute("SELECT id, data, computed FROM records").fetchall()
+    con.close()
+    assert {rid for rid, _, _ in rows} == set(ids)
+    for rid, data, computed in rows:
+        want = form(ids[rid]).compute(json.loads(data))
+        assert json.loads(computed) == want and want  # ga_weeks, age_days
