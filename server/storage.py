@@ -177,6 +177,7 @@ class Writer:
         self.restamped = 0
         self._stored = {}    # {id: stored record or None}: `preload` and this batch's saves
         self._unseen = None  # the largest trusted clock the server clock has not observed
+        self._covered = ({}, None)  # ({area: covers(user, area)}, that user): few areas a batch
 
     def _next_seq(self):
         self.seq += 1
@@ -194,6 +195,15 @@ class Writer:
         if stored is not None and stored["state"] is None:  # saved by a create
             stored["state"] = decode_state(stored["packed"])
         return stored
+
+    def _covers(self, user, area):
+        known, of = self._covered
+        if of is not user:
+            known, of = self._covered = ({}, user)
+        found = known.get(area)
+        if found is None:
+            found = known[area] = covers(user, area)
+        return found
 
     def _observe(self):
         # Observing only the largest clock is the same as observing each in
@@ -229,7 +239,8 @@ class Writer:
         stored = self._stored_record(record_id)
         form = self.catalog.get(change["form"], change["form_version"])
         definition = form.definition if form else {"restricted_to": None}
-        if not covers(user, change["area"]) or (stored and not covers(user, stored["area"])):
+        if not self._covers(user, change["area"]) or (
+                stored and not self._covers(user, stored["area"])):
             return _forbidden(record_id, "This record's area is outside your areas.")
         if form is not None and not can_write_form(user, definition):
             return _forbidden(record_id, "Your role may not write this form.")

@@ -236,6 +236,17 @@ def test_writes_outside_the_users_areas_are_forbidden(server, a):
     assert q(server, "SELECT count(*) FROM records WHERE created_by = 'hw2'")[0][0] == 0
 
 
+def test_areas_allowed_and_not_interleaved_in_one_batch(server, a):
+    """Each change's area decides for that change alone, however often an
+    area comes back in the batch (the writer remembers each area's answer)."""
+    other = Device(server, "hw2", "dev-c")
+    areas = ["QN.TB.01", "QN.LM.03", "QN.TB.01", "QN.LM.03", "QN.TB.01.X", "QN.TBX"]
+    results = other.push(*[change(household(), hlc=other.clock(), area=area)
+                           for area in areas])["results"]
+    assert [r["status"] for r in results] == \
+        ["applied", "forbidden", "applied", "forbidden", "applied", "forbidden"]
+
+
 def test_concurrent_edits_making_an_invalid_record_are_stored_and_flagged(server, a, b):
     t0 = now_ms() - 10_000
     create = change(household(status="moved_out", status_date="2025-03-05"),
