@@ -463,7 +463,7 @@ class Client:
                            timeout=300)
         if r.status_code != 200:
             raise RuntimeError(f"push failed: {r.status_code} {r.text[:300]}")
-        return r.json()
+        return orjson.loads(r.content)  # as the device library decodes answers
 
     def push(self, changes: list[dict]) -> dict:
         answer = self.push_raw(encode(push_body(changes, self.node)))
