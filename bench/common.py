@@ -441,12 +441,19 @@ class Server:
 
 
 class Client:
-    """A logged-in HTTP session for one device (plain requests, no retries)."""
+    """A logged-in HTTP session for one device (plain requests; resets retried)."""
 
     def __init__(self, url: str, username: str, node: str):
         import requests
+        from urllib3.util import Retry
         self.url, self.node = url, node
         self.http = requests.Session()
+        # gunicorn closes a keep-alive connection idle for 2 s; a request sent
+        # on it just as it closes is reset (seen once in `make bench`: the
+        # four clients wait while the next round's bodies are generated).
+        # Resending is safe: a push replays its stored answer by batch id.
+        self.http.mount("http://", requests.adapters.HTTPAdapter(max_retries=Retry(
+            total=2, connect=2, read=2, status=0, allowed_methods=None, backoff_factor=0)))
         r = self.http.post(url + "/api/v1/auth/login", json={
             "username": username, "password": PASSWORD, "device_id": node,
             "app_version": "bench"}, timeout=30)
