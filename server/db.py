@@ -223,14 +223,17 @@ def close_db(exc=None):
     try:
         if db.conn.in_transaction:
             db.conn.rollback()
+        reusable = True
     except sqlite3.Error:
-        db.conn.close()  # a connection that cannot roll back is not reused
-        return
+        reusable = False  # a connection that cannot roll back is not reused
     with _keepers_lock:
         keeper = _keepers.get(path) if _keepers_pid == os.getpid() else None
-        if (keeper is not None and file_id is not None and keeper.file_id == file_id
-                and len(keeper.idle) < POOL_SIZE):
+        if (reusable and keeper is not None and file_id is not None
+                and keeper.file_id == file_id and len(keeper.idle) < POOL_SIZE):
             keeper.idle.append((busy_ms, db))
+            return
+        if file_id is not None and _file_id(path) != file_id:
+            _inherited.append(db.conn)  # its file was replaced meanwhile: see _keep_open
             return
     db.conn.close()
 

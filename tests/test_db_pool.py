@@ -105,3 +105,32 @@ def test_two_apps_on_one_file_with_other_busy_timeouts_do_not_share(db_path):
     assert a.execute("PRAGMA busy_timeout").fetchone() == (10,)
     assert b.execute("PRAGMA busy_timeout").fetchone() == (4000,)
     assert _request_db(quick) is a
+
+
+@pytest.mark.parametrize("pool_full", [False, True])
+def test_a_connection_whose_file_is_replaced_mid_request_is_left_open(
+        app, db_path, tmp_path, pool_full):
+    """Never reused for the new file, and never closed: closing it could be
+    the old file's last connection, which checkpoints and unlinks
+    '<path>-wal' by name, by then the new file's WAL."""
+    backup = copy_db(db_path, tmp_path / "backup.db")
+    if pool_full:  # then teardown cannot pool it and must decide on its own
+        contexts = [app.app_context() for _ in range(dbmod.POOL_SIZE + 1)]
+        for ctx in contexts:
+            ctx.push()
+            dbmod.get_db()
+        for ctx in reversed(contexts[1:]):
+            ctx.pop()
+        assert len(_idle(app)) == dbmod.POOL_SIZE
+        inner = contexts[0]
+    else:
+        inner = app.app_context()
+        inner.push()
+    db = dbmod.get_db()
+    db.execute("SELECT 1").fetchone()
+    os.replace(backup, db_path)
+    inner.pop()
+    after = _request_db(app)
+    assert after is not db
+    assert db.conn in dbmod._inherited
+    assert db.execute("SELECT 1").fetchone() == (1,)  # not closed
