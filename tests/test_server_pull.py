@@ -247,3 +247,10 @@ def test_the_chosen_coding_is_one_the_client_accepts_at_its_highest_q(parts):
     else:
         assert ours[chosen] == max(ours.values())
         assert chosen == "zstd" or ours["zstd"] < ours["gzip"]  # zstd on a tie
+
+
+@given(st.text())
+def test_any_accept_encoding_header_gets_an_answer_not_an_error(header):
+    """A header is client input: whatever it holds (q=nan, q=inf, stray
+    semicolons, any text) it picks one of our codings or none, never raises."""
+    assert compress.choose(header) in (None, "zstd", "gzip")
