@@ -89,8 +89,7 @@ class _Keeper:
 # path -> _Keeper, for this process (`_keepers_pid`).
 _keepers = {}
 _keepers_lock = threading.Lock()
-_inherited = []      # connections that crossed a fork or whose file was replaced:
-                     # never used, never closed
+_inherited = []      # connections that crossed a fork: never used, never closed
 _keepers_pid = None
 _checkpointer_pid = None
 MAX_KEEPERS = 4      # a server has one database; tests open many, in turn
@@ -125,6 +124,10 @@ def _keep_open(path):
     read) and otherwise only checkpoints: it holds no transaction, so it
     holds back neither checkpoints nor writers. Reopened when the file at
     `path` is not the one it holds (deleted or replaced, e.g. a restore).
+
+    Closing a connection to a replaced file is safe: SQLite sees that its
+    file has moved (SQLITE_FCNTL_HAS_MOVED) and then neither checkpoints nor
+    deletes "<path>-wal", which by then is the new file's WAL.
     """
     path = os.path.abspath(path)
     file_id = _file_id(path)
@@ -135,12 +138,8 @@ def _keep_open(path):
         keeper = _keepers.get(path)
         if keeper is not None and keeper.file_id == file_id:
             return keeper
-        if keeper is not None:
-            # Replaced under us (e.g. a restore): closing the old file's last
-            # connection would checkpoint and unlink "<path>-wal" by name,
-            # which is now the new file's WAL. Left open instead.
-            del _keepers[path]
-            _inherited.extend(keeper.connections())
+        if keeper is not None:  # replaced under us (e.g. a restore)
+            _keepers.pop(path).close()
         while len(_keepers) >= MAX_KEEPERS:
             _keepers.pop(next(iter(_keepers))).close()
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -231,9 +230,6 @@ def close_db(exc=None):
         if (reusable and keeper is not None and file_id is not None
                 and keeper.file_id == file_id and len(keeper.idle) < POOL_SIZE):
             keeper.idle.append((busy_ms, db))
-            return
-        if file_id is not None and _file_id(path) != file_id:
-            _inherited.append(db.conn)  # its file was replaced meanwhile: see _keep_open
             return
     db.conn.close()
 

@@ -107,14 +107,39 @@ def test_two_apps_on_one_file_with_other_busy_timeouts_do_not_share(db_path):
     assert _request_db(quick) is a
 
 
+def _restore(db_path, backup):
+    """Replace the database file as a restore does, then commit to the new
+    file from another connection, leaving the commit in its WAL only.
+    Returns that connection (open: the WAL stays unless it is deleted)."""
+    for suffix in ("-wal", "-shm"):
+        if os.path.exists(str(db_path) + suffix):
+            os.remove(str(db_path) + suffix)
+    os.replace(backup, db_path)
+    writer = sqlite3.connect(db_path)
+    writer.execute("PRAGMA wal_autocheckpoint = 0")
+    writer.execute("CREATE TABLE kept (x)")
+    writer.execute("INSERT INTO kept VALUES (1)")
+    writer.commit()
+    return writer
+
+
+def _new_file_intact(db_path, writer):
+    # Closing an old file's last connection must neither checkpoint into nor
+    # delete '<path>-wal', by then the new file's WAL (SQLite checks that
+    # the file has moved); a new connection still finds the commit in it.
+    assert os.path.exists(str(db_path) + "-wal")
+    check = sqlite3.connect(db_path)
+    assert check.execute("SELECT x FROM kept").fetchall() == [(1,)]
+    check.close()
+    writer.close()
+
+
 @pytest.mark.parametrize("pool_full", [False, True])
-def test_a_connection_whose_file_is_replaced_mid_request_is_left_open(
+def test_a_connection_whose_file_is_replaced_mid_request_is_never_reused(
         app, db_path, tmp_path, pool_full):
-    """Never reused for the new file, and never closed: closing it could be
-    the old file's last connection, which checkpoints and unlinks
-    '<path>-wal' by name, by then the new file's WAL."""
+    """Not for the new file; and closing it leaves the new file's WAL alone."""
     backup = copy_db(db_path, tmp_path / "backup.db")
-    if pool_full:  # then teardown cannot pool it and must decide on its own
+    if pool_full:  # then teardown cannot pool it and closes it at once
         contexts = [app.app_context() for _ in range(dbmod.POOL_SIZE + 1)]
         for ctx in contexts:
             ctx.push()
@@ -128,9 +153,24 @@ def test_a_connection_whose_file_is_replaced_mid_request_is_left_open(
         inner.push()
     db = dbmod.get_db()
     db.execute("SELECT 1").fetchone()
-    os.replace(backup, db_path)
+    writer = _restore(db_path, backup)
     inner.pop()
     after = _request_db(app)
     assert after is not db
-    assert db.conn in dbmod._inherited
-    assert db.execute("SELECT 1").fetchone() == (1,)  # not closed
+    with pytest.raises(sqlite3.ProgrammingError):  # closed, with the old file's pool
+        db.execute("SELECT 1")
+    assert after.execute("SELECT x FROM kept").fetchall() == [(1,)]
+    _new_file_intact(db_path, writer)
+
+
+def test_evicting_a_replaced_file_leaves_the_new_files_wal_alone(db_path, tmp_path):
+    """A process with more files than MAX_KEEPERS (tests) closes the oldest."""
+    first = create_app({"DB": db_path})
+    old = _request_db(first)
+    writer = _restore(db_path, copy_db(db_path, tmp_path / "backup.db"))
+    for i in range(dbmod.MAX_KEEPERS):  # other files push the first one out
+        _request_db(create_app({"DB": copy_db(db_path, tmp_path / f"other{i}.db")}))
+    assert os.path.abspath(db_path) not in dbmod._keepers
+    with pytest.raises(sqlite3.ProgrammingError):
+        old.execute("SELECT 1")
+    _new_file_intact(db_path, writer)
