@@ -82,8 +82,12 @@ def goals(results: dict) -> list[tuple[str, str, str]]:
             f"{v / 20_000:.0%} of the goal")
     if "pull_5000" in pp:
         v = max(pp["pull_5000"], pp.get("pull_1000", 0))
-        add("pull >= 100,000 records/s", f"{v:,.0f} records/s", v >= 100_000,
-            f"{v / 100_000:.0%} of the goal")
+        add("pull >= 100,000 records/s, every record edited once", f"{v:,.0f} records/s",
+            v >= 100_000, f"{v / 100_000:.0%} of the goal")
+    if "pull_5000_fresh" in pp:
+        v = pp["pull_5000_fresh"]
+        add("pull >= 100,000 records/s, records never edited", f"{v:,.0f} records/s",
+            v >= 100_000, f"{v / 100_000:.0%} of the goal")
     pouch = (results.get("peers") or {}).get("pouchdb-server (LevelDB)") or {}
     if "push_ratio" in pouch:
         add("push >= 2x pouchdb-server (same run)", f"{pouch['push_ratio']:.2f}x",

@@ -27,4 +27,6 @@ def test_every_benchmark_runs_one_tiny_round():
     assert latest["failed"] == []
     # The figures are real numbers, not placeholders.
     assert latest["results"]["push_pull"]["push_creates_1"] > 0
+    assert latest["results"]["push_pull"]["pull_5000_fresh"] > 0
+    assert "pull >= 100,000 records/s, records never edited" in out
     assert 0 < latest["results"]["wire"]["push_gzip1_bytes"] < 10_000
