@@ -8,7 +8,7 @@ PORT   ?= 8080
 FIELDSYNC_DB ?= var/fieldsync.db
 export FIELDSYNC_DB
 
-.PHONY: run test test-long bench bench-quick clean
+.PHONY: run test test-long test-2g bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +21,17 @@ run: $(STAMP)
 	$(BIN)/fieldsync-server serve --host 127.0.0.1 --port $(PORT)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow and not net2g"
 
 test-long: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+# Root only, and the system packages iproute2, iptables and
+# libnetfilter-queue-dev (NetfilterQueue compiles against it): see README.
+test-2g: $(STAMP)
+	$(BIN)/python -m pip install --quiet NetfilterQueue==1.1.0 || { echo "test-2g needs \
+	libnetfilter-queue-dev: apt-get install -y iproute2 iptables libnetfilter-queue-dev"; exit 1; }
+	FIELDSYNC_REQUIRE_2G=1 $(BIN)/python -m pytest -q -s -m net2g
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
