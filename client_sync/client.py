@@ -132,9 +132,9 @@ class Client:
         self.store.release_held()  # the scope may have changed: try held changes once more
         try:
             transport = self._transport()
-            forms = transport.forms()
+            forms, etag = transport.forms(self.store.forms_etag())
             if forms:
-                self.store.save_forms(forms)
+                self.store.save_forms(forms, etag)
         except FieldsyncError:
             pass  # the forms come with the next sync
         finally:

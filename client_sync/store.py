@@ -668,19 +668,33 @@ class Store:
             for key in ("cursor", "resyncing", "last_sync", "skew", "token"):
                 self.conn.execute("DELETE FROM meta WHERE key = ?", (key,))
 
-    def save_forms(self, definitions):
-        """Replace the cached form definitions with the server's (if they changed)."""
+    def save_forms(self, definitions, etag=None):
+        """Replace the cached form definitions with the server's (if they
+        changed); `etag` is the server's tag for them (`forms_etag`).
+
+        :returns: whether the definitions changed.
+        """
         digest = hashlib.sha256(_dumps(definitions).encode()).hexdigest()
         if digest == self._meta("forms_sha256"):
+            if etag != self._meta("forms_etag"):
+                with self.transaction():
+                    self._set_meta("forms_etag", etag)
             return False
         with self.transaction():
             self._set_meta("forms_sha256", digest)
+            self._set_meta("forms_etag", etag)
             self.conn.execute("DELETE FROM forms")
             for definition in definitions:
                 self.conn.execute("INSERT OR REPLACE INTO forms (id, version, definition)"
                                   " VALUES (?, ?, ?)",
                                   (definition["id"], definition["version"], _dumps(definition)))
         return True
+
+    def forms_etag(self):
+        """The server's ETag for the cached definitions; None while none are cached."""
+        if self.conn.execute("SELECT 1 FROM forms LIMIT 1").fetchone() is None:
+            return None
+        return self._meta("forms_etag")
 
     def load_forms(self):
         """The cached server definitions (empty before the first sync)."""

@@ -108,9 +108,10 @@ class Synchronizer:
         return report
 
     def refresh_forms(self):
-        forms = self.transport.forms()
+        # Asked with the cached definitions' ETag: unchanged ones cost a 304.
+        forms, etag = self.transport.forms(self.store.forms_etag())
         if forms:
-            self.report.forms_refreshed = self.store.save_forms(forms)
+            self.report.forms_refreshed = self.store.save_forms(forms, etag)
 
     # -- push -------------------------------------------------------------------
 

@@ -84,12 +84,17 @@ class Transport:
             raise_on_status=False, respect_retry_after_header=True, deadline=deadline)
 
     def request(self, method, path, *, auth=True, **kwargs):
-        """One API call with retries; returns the decoded JSON body.
+        """One API call with retries; returns the decoded JSON body (None for
+        304 Not Modified).
 
         :raises AuthError: 401 (token missing, expired or revoked).
         :raises ApiError: any other 4xx/5xx, with the server's error code.
         :raises ServerUnreachable: no answer before the give-up time.
         """
+        return self._decode(self._send(method, path, auth=auth, **kwargs))
+
+    def _send(self, method, path, *, auth=True, **kwargs):
+        """`request`'s retries, returning the whole answer undecoded."""
         c = self.config
         # Leave room for the last attempt's connect timeout inside the budget.
         deadline = time.monotonic() + max(0.0, c.give_up_after - c.connect_timeout)
@@ -124,9 +129,11 @@ class Transport:
                                max(0.0, deadline - time.monotonic())))
             except requests.RequestException as exc:
                 raise SyncError(f"Request to {self.base_url} failed: {type(exc).__name__}.") from None
-        return self._decode(response)
+        return response
 
     def _decode(self, response):
+        if response.status_code == 304:
+            return None
         try:
             body = orjson.loads(response.content)
         except ValueError:  # orjson.JSONDecodeError is one
@@ -157,9 +164,14 @@ class Transport:
             "username": username, "password": password, "device_id": device_id,
             "app_version": app_version})
 
-    def forms(self):
-        """``GET /api/v1/forms``: every definition this user may use."""
-        return self.request("GET", "/api/v1/forms").get("forms", [])
+    def forms(self, etag=None):
+        """``GET /api/v1/forms``: ``(definitions, etag)``, every definition this
+        user may use and the answer's ETag; ``(None, etag)`` when ``etag`` still
+        matches (304 Not Modified: the server sent no definitions)."""
+        response = self._send("GET", "/api/v1/forms",
+                              headers={"If-None-Match": etag} if etag else {})
+        body = self._decode(response)
+        return (None if body is None else body.get("forms", [])), response.headers.get("ETag")
 
     def push(self, body_gzip):
         """``POST /api/v1/sync/push`` with a stored, gzip-compressed batch body."""

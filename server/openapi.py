@@ -173,7 +173,14 @@ def _paths():
         "/api/v1/forms": {"get": {
             "summary": "Every published form version the user may write or read.",
             "operationId": "forms", "security": bearer,
+            "description": "The answer carries a weak `ETag`; sent back in `If-None-Match`, "
+                           "it is answered 304 with no body while the definitions are "
+                           "unchanged.",
+            "parameters": [{"name": "If-None-Match", "in": "header", "required": False,
+                            "schema": {"type": "string"}}],
             "responses": {"200": {"description": "OK", "content": _json(_ref("Forms"))},
+                          "304": {"description": "Not Modified: the definitions the "
+                                                 "`If-None-Match` tag stands for are current."},
                           **AUTH_ERRORS}}},
         "/api/v1/sync/push": {"post": {
             "summary": "Push a batch of changes (one transaction; idempotent per batch id).",

@@ -261,3 +261,34 @@ def test_scope_change_restarts_the_pull_and_drops_records_out_of_scope(server_pr
     assert d.user["areas"] == ["QN.TB.01"]
     moved = d.add("household", household(11))
     assert d.sync().applied == 1 and d.get(moved)["area"] == "QN.TB.01"
+
+
+def test_a_sync_with_unchanged_forms_downloads_no_definitions(server_process, device,
+                                                              monkeypatch, tmp_path):
+    from conftest import run_cli
+    from schemas.forms import bundled_definitions
+    from client_sync.transport import Transport
+    asked = []  # (ETag sent, definitions came back, ETag answered), over real HTTP
+    real = Transport.forms
+
+    def spy(self, etag=None):
+        forms, tag = real(self, etag)
+        asked.append((etag, forms is not None, tag))
+        return forms, tag
+
+    monkeypatch.setattr(Transport, "forms", spy)
+    d = device()  # the login fetches them whole
+    assert asked == [(None, True, d.store.forms_etag())] and asked[0][2]
+    report = d.sync()
+    assert asked[-1] == (asked[0][2], False, asked[0][2]) and not report.forms_refreshed
+    assert len(d.store.load_forms()) == 10
+    with pytest.raises(InvalidRecord):  # still validated offline by the cached forms
+        d.add("household", {**household(), "poverty_status": "rich"})
+    household_v1 = next(f for f in bundled_definitions() if f["id"] == "household")
+    path = tmp_path / "household-v2.json"
+    path.write_text(json.dumps(dict(household_v1, version=2, title="Household (v2)")))
+    run_cli(server_process.db, "forms", "publish", str(path))
+    report = d.sync()
+    assert asked[-1][:2] == (asked[0][2], True) and report.forms_refreshed
+    assert d.store.forms_etag() == asked[-1][2] != asked[0][2]
+    assert ("household", 2) in {(f["id"], f["version"]) for f in d.store.load_forms()}

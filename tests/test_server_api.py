@@ -42,6 +42,34 @@ def test_forms_are_listed_whole_for_every_role(server_process):
     assert all(f["fields"] for f in forms)
 
 
+def test_unchanged_forms_cost_a_304_and_a_new_version_changes_the_tag(server_process,
+                                                                       tmp_path):
+    import json
+
+    from conftest import run_cli
+    from schemas.forms import bundled_definitions
+    token = server_process.login("hw", "dev-a")
+    auth = {"Authorization": "Bearer " + token}
+    url = server_process.url + "/api/v1/forms"
+    first = requests.get(url, headers=auth, timeout=30)
+    tag = first.headers["ETag"]
+    assert first.status_code == 200 and tag.startswith('W/"')
+    assert {"private", "no-cache"} <= {d.strip() for d in first.headers["Cache-Control"].split(",")}
+    same = requests.get(url, headers={**auth, "If-None-Match": tag}, timeout=30)
+    assert same.status_code == 304 and same.content == b"" and same.headers["ETag"] == tag
+    other = requests.get(url, headers={**auth, "If-None-Match": 'W/"0"'}, timeout=30)
+    assert other.status_code == 200 and other.json() == first.json()
+    # The tag says nothing without a token.
+    assert requests.get(url, headers={"If-None-Match": tag}, timeout=30).status_code == 401
+    household = next(d for d in bundled_definitions() if d["id"] == "household")
+    path = tmp_path / "household-v2.json"
+    path.write_text(json.dumps(dict(household, version=2, title="Household (v2)")))
+    run_cli(server_process.db, "forms", "publish", str(path))
+    changed = requests.get(url, headers={**auth, "If-None-Match": tag}, timeout=30)
+    assert changed.status_code == 200 and changed.headers["ETag"] != tag
+    assert ("household", 2) in {(f["id"], f["version"]) for f in changed.json()["forms"]}
+
+
 def test_devices_shows_syncs_rejections_and_skew_within_the_supervisors_areas(server_process):
     hw = server_process.login("hw", "dev-hw")
     hw2 = server_process.login("hw2", "dev-hw2")
