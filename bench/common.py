@@ -480,12 +480,13 @@ class Client:
                                f"{json.dumps(bad[0])[:400]}")
         return answer
 
-    def pull_page(self, cursor: str | None, limit: int, clocks: str = "sparse",
+    def pull_page(self, cursor: str | None, limit: int, clocks: str = "common",
                   gzip: bool = True) -> tuple[dict, int]:
         """One pull page: (decoded answer, response bytes on the wire).
 
-        As the device library pulls: sparse clocks, gzip, orjson decoding;
-        ``clocks="all"`` is DESIGN's default (every field's clock).
+        As the device library pulls: common clocks, zstd (else gzip), orjson
+        decoding; ``clocks="all"`` is DESIGN's default (every field's clock),
+        ``"sparse"`` what devices asked for before ``common``.
         """
         params = {"limit": limit, "clocks": clocks}
         if cursor:
@@ -497,7 +498,7 @@ class Client:
             raise RuntimeError(f"pull failed: {r.status_code} {r.text[:300]}")
         return orjson.loads(r.content), len(r.content)
 
-    def pull_all(self, limit: int, decode: bool = True, clocks: str = "sparse",
+    def pull_all(self, limit: int, decode: bool = True, clocks: str = "common",
                  gzip: bool = True) -> int:
         """Pull everything from the start; returns the number of records.
 

@@ -53,8 +53,8 @@ def _received_in_process(creates: list[dict]) -> tuple[bytes, dict, str]:
               "hlc": creates[-1]["hlc"], "skew": {"seconds": 0.0, "restamped": 0}}
     states = [merge.merge(None, c, device="bench-dev-1", user="bench").record for c in creates]
     pages = {}
-    for clocks in ("sparse", "all"):
-        records = [merge.to_wire(st, seq=i + 1, sparse=clocks == "sparse")
+    for clocks in ("common", "sparse", "all"):
+        records = [merge.to_wire(st, seq=i + 1, clocks=clocks)
                    for i, st in enumerate(states)]
         pages[f"pull page of creates, clocks={clocks}"] = encode(
             {"records": records, "cursor": "x" * 40, "more": False, "hlc": creates[-1]["hlc"]})
@@ -64,7 +64,8 @@ def _received_in_process(creates: list[dict]) -> tuple[bytes, dict, str]:
 def _received_from_server(creates: list[dict], edits: list[dict]):
     """Push answer and pull pages from the real server (one user, one device):
     of the creates, then after one edit of each (clocks that differ), with
-    sparse clocks (as the device pulls) and every clock (DESIGN's default)."""
+    common clocks (as the device pulls), sparse ones (as devices before
+    common pulled) and every clock (DESIGN's default)."""
     import requests
 
     with common.serve("wire", WIRE_AREA) as srv:
@@ -77,7 +78,7 @@ def _received_from_server(creates: list[dict], edits: list[dict]):
         pages = {}
 
         def pull(label):
-            for clocks in ("sparse", "all"):
+            for clocks in ("common", "sparse", "all"):
                 r = client.http.get(srv.url + "/api/v1/sync/pull",
                                     params={"limit": len(creates), "clocks": clocks},
                                     headers={"Accept-Encoding": "identity"}, timeout=120)

@@ -198,30 +198,54 @@ def is_deleted(record: dict) -> bool:
     return all(reg["hlc"] < tomb["hlc"] for reg in record["fields"].values())
 
 
-def to_wire(record: dict, seq: int | None = None, *, sparse: bool = False) -> dict:
+CLOCK_MODES = ("all", "sparse", "common")
+
+
+def common_hlc(clocks, top: str) -> str:
+    """The clock that most of `clocks` are; of those tied, the newest, so
+    `top` (a record's hlc) whenever it ties. `top` when `clocks` is empty."""
+    counts: dict[str, int] = {}
+    for clock in clocks:
+        counts[clock] = counts.get(clock, 0) + 1
+    return max(counts.items(), key=lambda item: (item[1], item[0]))[0] if counts else top
+
+
+def to_wire(record: dict, seq: int | None = None, *, clocks: str = "all") -> dict:
     """The record as pull and push answers carry it (DESIGN.md "Pull").
 
-    :param sparse: ``clocks`` lists only the fields whose clock differs from
-        ``hlc``, as in a pushed change (a pull with ``clocks=sparse``);
-        otherwise every field's clock.
+    :param clocks: ``"all"``: every field's clock (DESIGN's record).
+        ``"sparse"``: only the fields whose clock differs from ``hlc``, as in
+        a pushed change. ``"common"``: ``common_hlc`` is the clock most
+        fields share (absent when that is ``hlc``), and ``clocks`` lists only
+        the fields whose clock differs from it: a record edited once lists
+        the edited fields, not the untouched ones.
     """
     top = record_hlc(record)
     tomb = record["deleted"]
+    fields = record["fields"]
     out = {"id": record["id"], "form": record["form"], "form_version": record["form_version"],
            "area": record["area"], "data": values(record), "deleted": is_deleted(record),
            "hlc": top,
-           "tombstone": {"deleted": tomb["value"], "hlc": tomb["hlc"]} if tomb else None,
-           "clocks": {name: reg["hlc"] for name, reg in record["fields"].items()
-                      if not sparse or reg["hlc"] != top}}
+           "tombstone": {"deleted": tomb["value"], "hlc": tomb["hlc"]} if tomb else None}
+    if clocks == "all":
+        out["clocks"] = {name: reg["hlc"] for name, reg in fields.items()}
+    else:
+        base = top if clocks == "sparse" else \
+            common_hlc([reg["hlc"] for reg in fields.values()], top)
+        if base != top:
+            out["common_hlc"] = base
+        out["clocks"] = {name: reg["hlc"] for name, reg in fields.items() if reg["hlc"] != base}
     if seq is not None:
         out["seq"] = seq
     return out
 
 
 def from_wire(wire: dict) -> dict:
-    """A pulled (or re-stamped) record as a change the device can merge."""
+    """A pulled (or re-stamped) record, in any of the `to_wire` clock modes,
+    as a change the device can merge."""
     change = {"id": wire["id"], "form": wire["form"], "form_version": wire["form_version"],
-              "area": wire["area"], "data": wire["data"], "hlc": wire["hlc"],
+              "area": wire["area"], "data": wire["data"],
+              "hlc": wire.get("common_hlc") or wire["hlc"],
               "clocks": wire.get("clocks") or {}}
     if wire.get("tombstone"):
         change["deleted"] = wire["tombstone"]["deleted"]

@@ -6,6 +6,8 @@ review) add their operations through a module-level `OPENAPI_PATHS` dict.
 """
 import importlib
 
+from schemas.merge import CLOCK_MODES
+
 from . import __version__
 
 HLC_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z-[0-9a-f]{4}-[a-z0-9-]{1,64}$"
@@ -97,6 +99,8 @@ def _schemas(limits):
                 "form_version": {"type": "integer"}, "area": {"type": "string"},
                 "data": {"type": "object"}, "deleted": {"type": "boolean"}, "hlc": hlc,
                 "clocks": clock_map,
+                "common_hlc": dict(hlc, description="Pulls with clocks=common: the clock "
+                                   "of every field not in clocks (absent: hlc)."),
                 "tombstone": {"type": "object", "nullable": True,
                               "properties": {"deleted": {"type": "boolean"}, "hlc": hlc}},
                 "seq": {"type": "integer", "nullable": True}}},
@@ -208,8 +212,11 @@ def _paths():
                  "schema": {"type": "integer", "minimum": 1}},
                 {"name": "clocks", "in": "query", "required": False,
                  "description": "all (default): every field's clock; sparse: only the "
-                                "clocks that differ from the record's hlc, as in a push.",
-                 "schema": {"type": "string", "enum": ["all", "sparse"]}}],
+                                "clocks that differ from the record's hlc, as in a push; "
+                                "common: only the clocks that differ from the record's "
+                                "common_hlc (the clock most of its fields share; absent "
+                                "when that is its hlc).",
+                 "schema": {"type": "string", "enum": list(CLOCK_MODES)}}],
             "responses": {
                 "200": {"description": "A page of records.",
                         "content": _json(_ref("PullResponse"))},

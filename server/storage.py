@@ -99,7 +99,7 @@ def create_texts(change, device, user):
     """
     hlc, clocks, bases = change["hlc"], change.get("clocks") or {}, change.get("bases") or {}
     data = change["data"]
-    stamps, fields, sparse = {}, {}, {}
+    stamps, fields, listed, common = {}, {}, {}, {}
     if not clocks:  # a record made in one go: every field has the change's clock
         stamps[hlc] = 0
         top = hlc
@@ -115,15 +115,18 @@ def create_texts(change, device, user):
             base = bases.get(name)
             fields[name] = [value, h, 0] if base is None else [value, h, 0, base, None]
         top = max(stamps)
+        base = merging.common_hlc([clocks.get(name, hlc) for name in data], top)
+        if base != top:
+            common["common_hlc"] = base
         for name in data:
             c = clocks.get(name, hlc)
-            if c != top:
-                sparse[name] = c
+            if c != base:
+                listed[name] = c
     head = {"id": change["id"], "form": change["form"], "form_version": change["form_version"],
             "area": change["area"]}
     state = _dumps({**head, "f": fields, "t": None, "h": list(stamps), "n": [[device, user]]})
     wire = _dumps({**head, "data": data, "deleted": False, "hlc": top, "tombstone": None,
-                   "clocks": sparse})
+                   **common, "clocks": listed})
     return state, wire, top
 
 
@@ -496,24 +499,34 @@ MAX_AREA_WALKS = 64
 
 
 def wire_text(state):
-    """The stored `wire` column: `merge.to_wire(state, sparse=True)` as
+    """The stored `wire` column: `merge.to_wire(state, clocks="common")` as
     compact JSON text, without `seq`.
 
-    A sparse pull page is these texts joined, each with its `seq` spliced
-    in: pull neither decodes nor encodes them. A full pull (DESIGN.md:
-    `clocks` of all fields) decodes each to fill in the clocks.
+    A `clocks=common` pull page is these texts joined, each with its `seq`
+    spliced in: pull neither decodes nor encodes them. The other modes decode
+    a text to list its clocks their way (`_pull_text`).
+
+    Rows written before `common` stored the `sparse` text. It is also a
+    correct `common` text (no `common_hlc`: every unlisted clock is `hlc`),
+    only longer for an edited record, so they are served as they are.
     """
-    return _dumps(merging.to_wire(state, sparse=True))
+    return _dumps(merging.to_wire(state, clocks="common"))
 
 
-def _pull_text(wire, state, seq, sparse):
-    """One record's pull JSON text from its stored columns."""
+def _pull_text(wire, state, seq, clocks):
+    """One record's pull JSON text from its stored columns, in `clocks` mode."""
     if wire is None:  # written by another path (the trigger records_wire_stale)
         wire = wire_text(decode_state(state))
-    if not sparse:
+    # A text without `common_hlc` is already sparse. (The test may also hit a
+    # value holding those characters: then the text is decoded for nothing.)
+    if clocks == "all" or (clocks == "sparse" and '"common_hlc"' in wire):
         record = orjson.loads(wire)
-        hlc, clocks = record["hlc"], record["clocks"]
-        record["clocks"] = {name: clocks.get(name, hlc) for name in record["data"]}
+        hlc = record["hlc"]
+        base = record.pop("common_hlc", None) or hlc
+        listed = record.pop("clocks")
+        every = {name: listed.get(name, base) for name in record["data"]}
+        record["clocks"] = every if clocks == "all" else \
+            {name: c for name, c in every.items() if c != hlc}
         wire = _dumps(record)
     # `seq` last: splice it in before the closing brace.
     return wire[:-1] + ',"seq":' + str(seq) + "}"
@@ -583,11 +596,11 @@ def _page_rows(db, user, after, limit, hidden):
     return db.execute(sql, params + [limit]).fetchall()
 
 
-def pull_page(db, user, after, limit, catalog=None, *, sparse=False):
+def pull_page(db, user, after, limit, catalog=None, *, clocks="all"):
     """Records changed after `after` in the user's scope, in commit order,
     each as its pull JSON text (DESIGN.md "Pull"), ready to join into a page.
 
-    :param sparse: each record's `clocks` only where they differ from its `hlc`.
+    :param clocks: how each record lists its clocks (`merge.to_wire`).
     :returns: ([(id, form, json text)], next cursor seq, more)
     """
     catalog = catalog or Catalog(db)
@@ -595,7 +608,7 @@ def pull_page(db, user, after, limit, catalog=None, *, sparse=False):
     top = max_seq(db)
     more = len(rows) > limit
     rows = rows[:limit]
-    records = [(rid, form, _pull_text(wire, state, seq, sparse))
+    records = [(rid, form, _pull_text(wire, state, seq, clocks))
                for seq, rid, form, wire, state in rows]
     # Past the last page, the cursor jumps to the newest seq of this snapshot:
     # everything up to it is committed and either returned or out of scope.
@@ -603,12 +616,12 @@ def pull_page(db, user, after, limit, catalog=None, *, sparse=False):
     return records, cursor, more
 
 
-def pull(db, user, after, limit, catalog=None, *, sparse=False):
+def pull(db, user, after, limit, catalog=None, *, clocks="all"):
     """`pull_page` with each record decoded.
 
     :returns: (records in wire form, next cursor seq, more)
     """
-    records, cursor, more = pull_page(db, user, after, limit, catalog, sparse=sparse)
+    records, cursor, more = pull_page(db, user, after, limit, catalog, clocks=clocks)
     return [orjson.loads(text) for _, _, text in records], cursor, more
 
 

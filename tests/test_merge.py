@@ -218,3 +218,23 @@ def test_field_clocks_come_from_clocks_and_version_takes_the_newest():
     assert record["fields"]["visit_date"]["hlc"] == hlc(3, "a")
     older = merge(record, change(hlc(1, "b"), {"visit_date": "2025-02-01"}), device="b", user="u")
     assert older.record["form_version"] == 2 and values(older.record)["visit_date"] == "2025-03-01"
+
+
+@settings(max_examples=300, deadline=None)
+@given(change_sets(), change_sets(offset=100), st.sampled_from(["sparse", "common"]))
+def test_every_pull_clock_mode_merges_as_the_full_record_does(left, right, mode):
+    """A device merging a record pulled with clocks=sparse or clocks=common
+    ends where merging DESIGN's every-clock record takes it."""
+    a, _ = apply_all(left)
+    b, _ = apply_all(right)
+    full, short = to_wire(b), to_wire(b, clocks=mode)
+    base = short.get("common_hlc") or short["hlc"]
+    assert {n: short["clocks"].get(n, base) for n in full["clocks"]} == full["clocks"]
+    assert len(short["clocks"]) <= len(to_wire(b, clocks="sparse")["clocks"])
+    if mode == "sparse" or "common_hlc" not in short:
+        assert short == {**full, "clocks": {n: c for n, c in full["clocks"].items()
+                                             if c != full["hlc"]}}
+    for into in (None, a):
+        want = merge(into, from_wire(full), device="s", user="s").record
+        got = merge(into, from_wire(short), device="s", user="s").record
+        assert to_wire(got) == to_wire(want)

@@ -7,6 +7,8 @@ receive, whatever path wrote the row.
 """
 import json
 import random
+
+import orjson
 import sqlite3
 
 from hypothesis import HealthCheck, given, settings
@@ -27,12 +29,18 @@ def _push(client, headers, device, *records):
     return resp.get_json()["results"]
 
 
-def _expected(db_path, ids_in_order, sparse=False):
+def _expected(db_path, ids_in_order, clocks="all"):
     conn = sqlite3.connect(db_path)
     rows = {rid: (decode_state(state), seq) for rid, state, seq in
             conn.execute("SELECT id, state, seq FROM records")}
     conn.close()
-    return [merging.to_wire(*rows[rid], sparse=sparse) for rid in ids_in_order]
+    return [merging.to_wire(*rows[rid], clocks=clocks) for rid in ids_in_order]
+
+
+def _every_clock(record):
+    """Each field's clock, read as `merge.from_wire` reads a pulled record."""
+    base = record.get("common_hlc") or record["hlc"]
+    return {name: record["clocks"].get(name, base) for name in record["data"]}
 
 
 def test_a_page_joined_from_stored_json_is_each_record_to_wire(client):
@@ -57,10 +65,21 @@ def test_a_page_joined_from_stored_json_is_each_record_to_wire(client):
     assert set(page["records"][0]["clocks"]) == set(page["records"][0]["data"])
     sparse = client.get("/api/v1/sync/pull?clocks=sparse", headers=h).get_json()
     assert sparse["records"] == _expected(client.application.config["DB"],
-                                          [a["id"], b["id"]], sparse=True)
+                                          [a["id"], b["id"]], clocks="sparse")
     assert "phone" not in sparse["records"][0]["clocks"]
     assert set(sparse["records"][0]["clocks"]) == set(page["records"][0]["data"]) - {"phone"}
     assert (sparse["cursor"], sparse["more"]) == (page["cursor"], page["more"])
+    # With clocks=common, against the clock the other fields share: only phone.
+    common = client.get("/api/v1/sync/pull?clocks=common", headers=h).get_json()
+    assert common["records"] == _expected(client.application.config["DB"],
+                                          [a["id"], b["id"]], clocks="common")
+    edited = common["records"][0]
+    assert edited["common_hlc"] == a["hlc"] and edited["clocks"] == {"phone": edited["hlc"]}
+    deleted = common["records"][1]  # its hlc is the tombstone's, no field's
+    assert deleted["common_hlc"] == b["hlc"] and deleted["clocks"] == {}
+    for mode in (sparse, common):  # every mode says the same clocks
+        assert [_every_clock(r) for r in mode["records"]] == \
+            [r["clocks"] for r in page["records"]]
     bad = client.get("/api/v1/sync/pull?clocks=some", headers=h)
     assert bad.status_code == 400 and bad.get_json()["error"] == "invalid_clocks"
 
@@ -127,13 +146,18 @@ def _fill(db_path, n=240):
                      "deleted": None, "fields": {"n": {"value": i, "hlc": hlc, "device": "dev-x",
                                                        "user": "u", "base": None,
                                                        "origin": None}}}
-            if i % 2:  # an older field: a sparse pull lists its clock
-                state["fields"]["m"] = {"value": -i, "hlc": hlc_at(1_600_000_000_000 + i, "dev-y"),
-                                        "device": "dev-y", "user": "v", "base": None,
-                                        "origin": None}
-            # Some rows as Writer stores them, some without their pull JSON
+            # Older fields: a sparse pull lists their clocks; two of them
+            # outnumber the newest, and a common pull lists only that one.
+            for name in ("m", "k")[:(i % 2) + (i % 4 == 1)]:
+                state["fields"][name] = {"value": -i, "hlc": hlc_at(1_600_000_000_000 + i,
+                                                                     "dev-y"),
+                                         "device": "dev-y", "user": "v", "base": None,
+                                         "origin": None}
+            # Some rows as Writer stores them, some as it stored them before
+            # clocks=common (the sparse text), some without their pull JSON
             # (another path), some with an unpacked state (before migration 5).
-            wire = wire_text(state) if i % 3 else None
+            wire = (None, wire_text(state),
+                    orjson.dumps(merging.to_wire(state, clocks="sparse")).decode())[i % 3]
             text = encode_state(state) if i % 5 else json.dumps(state)
             db.execute("INSERT INTO records (id, form, form_version, area, state, data, hlc, "
                        "seq, created_at, updated_at, wire) VALUES (?, ?, 1, ?, ?, '{}', ?, ?, "
@@ -156,9 +180,10 @@ def _in_scope(area, scopes):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(scopes=st.lists(st.sampled_from(AREAS + ["QN.XX"]), max_size=3),
        hidden=st.lists(st.sampled_from(FORMS), max_size=2, unique=True),
-       limit=st.integers(1, 60), walks=st.sampled_from([0, 1, 2, 64]), sparse=st.booleans())
+       limit=st.integers(1, 60), walks=st.sampled_from([0, 1, 2, 64]),
+       clocks=st.sampled_from(merging.CLOCK_MODES))
 def test_per_area_and_seq_walks_page_exactly_like_a_filter(db_path, monkeypatch, scopes,
-                                                            hidden, limit, walks, sparse):
+                                                            hidden, limit, walks, clocks):
     from server import storage
 
     class Catalog:  # the hidden forms are the ones this user may not read
@@ -169,16 +194,23 @@ def test_per_area_and_seq_walks_page_exactly_like_a_filter(db_path, monkeypatch,
     monkeypatch.setattr(storage, "MAX_AREA_WALKS", walks)
     user = {"role": "health_worker", "areas": scopes}
     rows = db.execute("SELECT id, form, area, seq, state FROM records ORDER BY seq").fetchall()
-    want = [merging.to_wire(decode_state(state), seq, sparse=sparse)
+    want = [merging.to_wire(decode_state(state), seq, clocks=clocks)
             for rid, form, area, seq, state in rows
             if _in_scope(area, scopes) and form not in hidden]
     got, after = [], 0
     while True:
-        records, after, more = storage.pull(db, user, after, limit, Catalog(), sparse=sparse)
+        records, after, more = storage.pull(db, user, after, limit, Catalog(), clocks=clocks)
         got += records
         assert len(records) <= limit
         if not more:
             break
+    if clocks == "common":
+        # A row stored before clocks=common holds its sparse text, served as
+        # it is: the same clocks, listed against hlc instead of common_hlc.
+        def read(r):
+            return {**{k: v for k, v in r.items() if k not in ("clocks", "common_hlc")},
+                    "every": _every_clock(r)}
+        got, want = [read(r) for r in got], [read(r) for r in want]
     assert got == want
     assert after == storage.max_seq(db)
 
@@ -245,5 +277,5 @@ def test_migration_5_packs_state_and_sparse_wire_of_a_version_4_database(client)
     db.conn.close()
     assert client.get("/api/v1/sync/pull", headers=h).get_json()["records"] == before["records"]
     sparse = client.get("/api/v1/sync/pull?clocks=sparse", headers=h).get_json()["records"]
-    assert sparse == [merging.to_wire(state, before["records"][0]["seq"], sparse=True)]
+    assert sparse == [merging.to_wire(state, before["records"][0]["seq"], clocks="sparse")]
     assert set(sparse[0]["clocks"]) == set(state["fields"]) - {"phone"}

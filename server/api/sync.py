@@ -11,6 +11,7 @@ from flask import Blueprint, current_app, g, request
 from marshmallow import ValidationError
 
 from schemas import wire
+from schemas.merge import CLOCK_MODES
 
 from .. import auth, clock, cursor, storage
 from ..body import read_json
@@ -207,13 +208,15 @@ def _limit():
     return int(raw)
 
 
-def _sparse():
+def _clocks():
     raw = request.args.get("clocks", "all")
-    if raw not in ("all", "sparse"):
+    if raw not in CLOCK_MODES:
         raise ApiError("invalid_clocks", "clocks must be 'all' (every field's clock, the "
-                       "default) or 'sparse' (only clocks that differ from the record's "
-                       "hlc, as in a push).", 400)
-    return raw == "sparse"
+                       "default), 'sparse' (only clocks that differ from the record's hlc, "
+                       "as in a push) or 'common' (only clocks that differ from the "
+                       "record's common_hlc, the clock most of its fields share).", 400,
+                       details={"clocks": list(CLOCK_MODES)})
+    return raw
 
 
 @bp.get("/api/v1/sync/pull")
@@ -221,7 +224,7 @@ def _sparse():
 def pull():
     user = g.user
     limit = _limit()
-    sparse = _sparse()
+    clocks = _clocks()
     db = get_db()
     raw_cursor = request.args.get("cursor")
     with read_snapshot(db):
@@ -229,7 +232,7 @@ def pull():
         top = storage.max_seq(db)
         after = cursor.decode(db, user, raw_cursor, top) if raw_cursor else 0
         records, next_seq, more = storage.pull_page(db, user, after, limit, catalog,
-                                                    sparse=sparse)
+                                                    clocks=clocks)
         hlc = clock.current(db)
     restricted = catalog.restricted_forms()
     read = sorted({form for _, form, _ in records} & set(restricted))
