@@ -14,8 +14,9 @@ from an empty cursor, in pages of 1,000 and 5,000, as the device library
 pulls: `clocks=common`, zstd (gzip for clients without it), decoded with
 orjson. One row each for DESIGN's default (`clocks=all`), for
 `clocks=sparse` (devices before `common`), for pages not compressed (a LAN)
-and for pages not decoded (server and HTTP alone). One more row pulls as many records that were
-never edited (most visits and measurements), from an area of their own.
+and for pages not decoded (server and HTTP alone). One more row pulls as
+many records that were never edited (most visits and measurements), from an
+area of their own.
 
 Breakdown: the same push in-process (Flask test client, no HTTP) under
 cProfile, the time split into parse, envelope, form validation, merge, SQL,

@@ -115,12 +115,12 @@ def create_texts(change, device, user):
             base = bases.get(name)
             fields[name] = [value, h, 0] if base is None else [value, h, 0, base, None]
         top = max(stamps)
-        base = merging.common_hlc([clocks.get(name, hlc) for name in data], top)
-        if base != top:
-            common["common_hlc"] = base
+        shared = merging.common_hlc([clocks.get(name, hlc) for name in data], top)
+        if shared != top:
+            common["common_hlc"] = shared
         for name in data:
             c = clocks.get(name, hlc)
-            if c != base:
+            if c != shared:
                 listed[name] = c
     head = {"id": change["id"], "form": change["form"], "form_version": change["form_version"],
             "area": change["area"]}
