@@ -6,9 +6,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PORT   ?= 8080
 FIELDSYNC_DB ?= var/fieldsync.db
+FUZZ_SECONDS ?= 60
 export FIELDSYNC_DB
 
-.PHONY: run test test-long test-2g bench bench-quick clean
+.PHONY: run test test-long test-2g fuzz bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +33,12 @@ test-2g: $(STAMP)
 	$(BIN)/python -m pip install --quiet NetfilterQueue==1.1.0 || { echo "test-2g needs \
 	libnetfilter-queue-dev: apt-get install -y iproute2 iptables libnetfilter-queue-dev"; exit 1; }
 	FIELDSYNC_REQUIRE_2G=1 $(BIN)/python -m pytest -q -s -m net2g
+
+# Coverage-guided fuzzing (atheris) of push, pull and the device's reading
+# of answers, FUZZ_SECONDS each; see fuzz/run.py.
+fuzz: $(STAMP)
+	$(BIN)/python -m pip install --quiet atheris==3.0.0
+	$(BIN)/python fuzz/run.py --seconds $(FUZZ_SECONDS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
