@@ -148,14 +148,20 @@ class Transport:
                 raise SyncError(f"The server sent an unreadable answer (HTTP {response.status_code}).")
             return body
         body = body if isinstance(body, dict) else {}
-        code, message = body.get("error"), body.get("message") or response.reason
+        # Only our server's error shape is trusted; a proxy's or a broken
+        # server's other JSON ({"error": 404}, say) leaves just the status.
+        code, message, details = (body.get(key) for key in ("error", "message", "details"))
+        code = code if isinstance(code, str) and code else None
+        message = message if isinstance(message, str) and message else (
+            response.reason or "The server refused the request")
+        details = details if isinstance(details, dict) else None
         if response.status_code == 401:
             raise AuthError(message or "Not authorised.")
         if response.status_code in RETRY_STATUSES:
             raise ServerUnreachable(
                 f"Server busy or failing (HTTP {response.status_code}){': ' + message if message else ''}.")
         raise ApiError(f"{message} (HTTP {response.status_code}{', ' + code if code else ''})",
-                       response.status_code, code, body.get("details"))
+                       response.status_code, code, details)
 
     # -- endpoints ------------------------------------------------------------
 
