@@ -43,7 +43,7 @@ def main():
         try:
             client.login(args.url, args.user, args.password)
             break
-        except ServerUnreachable as exc:
+        except ServerUnreachable as exc:  # a wrong password is not retried
             errors.append(f"login: {exc}")
             if time.monotonic() - start > args.deadline:
                 raise
@@ -54,7 +54,7 @@ def main():
         syncs += 1
         try:
             report = client.sync()
-        except (SyncError, ServerUnreachable) as exc:
+        except SyncError as exc:  # what did not finish stays queued
             errors.append(f"sync: {exc}")
             continue
         if report.complete:
