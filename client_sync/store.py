@@ -498,8 +498,12 @@ class Store:
             rows = self.conn.execute("SELECT * FROM outbox WHERE batch_id = ?", (batch_id,)).fetchall()
             entries = {r["record_id"]: self._entry_of(r) for r in rows}
             self._observe(answer.get("hlc"))
-            for result in answer.get("results") or []:
-                entry = entries.pop(result.get("id"), None)
+            results = answer.get("results")
+            for result in results if isinstance(results, list) else []:
+                # A result we cannot read leaves its change queued, to send again.
+                if not isinstance(result, dict) or not isinstance(result.get("id"), str):
+                    continue
+                entry = entries.pop(result["id"], None)
                 status = result.get("status")
                 if entry is None or status not in counts:
                     continue
@@ -510,7 +514,7 @@ class Store:
                 self._requeue(entry, "pending")
             self.conn.execute("DELETE FROM batches WHERE batch_id = ?", (batch_id,))
             skew = answer.get("skew")
-            if skew:
+            if isinstance(skew, dict) and skew:
                 self._set_meta("skew", {**skew, "at": utc_now()})
         return counts
 
@@ -528,7 +532,8 @@ class Store:
         edited_since = entry["edit_seq"] != entry["sent_seq"]
         sent = entry["sent"] or {}
         if status in HELD_STATES:
-            errors = result.get("errors") or {
+            errors = result.get("errors") if isinstance(result.get("errors"), dict) else None
+            errors = errors or {
                 "area": ["You may not write this record (its form or area is outside your scope)."]}
             if edited_since:
                 self._requeue(entry, "pending", errors=errors)
@@ -536,8 +541,9 @@ class Store:
                 self._requeue(entry, status, held=status, errors=errors)
             return
         state = json.loads(self._row(record_id)["state"])
-        if result.get("record"):
-            state = self._adopt(state, result["record"], sent)
+        record = result.get("record")
+        if merging.readable_wire(record) and record["id"] == record_id:
+            state = self._adopt(state, record, sent)
         # Drop what the server answered; keep what was edited again meanwhile.
         for name, clock in sent.items():
             if name == "~deleted":
@@ -552,7 +558,7 @@ class Store:
             entry.update(batch_id=None, sent_seq=None, sent=None, held=None)
             self._save_entry(entry)
             sync_state = "pending"
-        self._save_record(state, sync_state, errors=None, warnings=result.get("warnings") or None)
+        self._save_record(state, sync_state, errors=None, warnings=result.get("warnings") if isinstance(result.get("warnings"), dict) else None)
 
     def _adopt(self, state, wire, sent):
         """Merge a record the server returned with an answer (conflict or re-stamp).

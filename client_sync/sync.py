@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime, timezone
 
+from schemas import merge as merging
 from schemas.wire import LIMITS
 
 from .config import APP_VERSION
@@ -71,6 +72,18 @@ def skew_seconds(server_time):
     return round((datetime.now(timezone.utc) - server).total_seconds(), 1)
 
 
+def _limits(published):
+    """The server's published limits where each is a whole number of at
+    least 1 (anything else, from a broken server or a proxy, is ignored),
+    over the defaults."""
+    limits = dict(LIMITS)
+    if isinstance(published, dict):
+        for key, value in published.items():
+            if key in LIMITS and type(value) is int and value >= 1:
+                limits[key] = value
+    return limits
+
+
 class Synchronizer:
     """Runs syncs for one store over one transport.
 
@@ -90,7 +103,7 @@ class Synchronizer:
         report = self.report
         try:
             info = self.transport.info()
-            self.limits = {**LIMITS, **(info.get("limits") or {})}
+            self.limits = _limits(info.get("limits"))
             report.skew = skew_seconds(info.get("server_time"))
             self.store.observe(info.get("hlc"))
             if report.skew is not None:
@@ -160,9 +173,10 @@ class Synchronizer:
             report.rejected += counts["rejected"]
             report.forbidden += counts["forbidden"]
             skew = answer.get("skew")
-            if skew:
-                report.restamped += int(skew.get("restamped") or 0)
-                if skew.get("seconds") is not None:
+            if isinstance(skew, dict):
+                if type(skew.get("restamped")) is int:
+                    report.restamped += skew["restamped"]
+                if isinstance(skew.get("seconds"), (int, float)):
                     report.skew = skew["seconds"]
             if counts["unanswered"]:
                 raise SyncError(f"The server answered only {answered} of {count} changes; "
@@ -206,7 +220,10 @@ class Synchronizer:
                     continue
                 raise
             records = page.get("records") or []
-            if not isinstance(records, list) or "more" not in page:
+            if (not isinstance(records, list) or not isinstance(page.get("more"), bool)
+                    or not isinstance(page.get("cursor", ""), (str, type(None)))
+                    or not all(merging.readable_wire(r) for r in records)):
+                # Never skip a record: the cursor would move past it for good.
                 raise SyncError("The server sent a malformed pull page; nothing was applied.")
             if page["more"] and not records and page.get("cursor") in (None, cursor):
                 raise SyncError("The server's pull did not advance; try again later.")

@@ -89,8 +89,7 @@ class Transport:
             raise_on_status=False, respect_retry_after_header=True, deadline=deadline)
 
     def request(self, method, path, *, auth=True, **kwargs):
-        """One API call with retries; returns the decoded JSON body (None for
-        304 Not Modified).
+        """One API call with retries; returns the decoded JSON body.
 
         :raises AuthError: 401 (token missing, expired or revoked).
         :raises ApiError: any other 4xx/5xx, with the server's error code.
@@ -137,14 +136,15 @@ class Transport:
         return response
 
     def _decode(self, response):
-        if response.status_code == 304:
-            return None
         try:
             body = orjson.loads(response.content)
         except ValueError:  # orjson.JSONDecodeError is one
             body = None
         if response.status_code < 400:
-            if not isinstance(body, dict):
+            # Every call the device makes is answered 200: another success or
+            # redirect status (a proxy's, a captive portal's) is no answer,
+            # and nothing it says is taken (a push stays queued).
+            if response.status_code != 200 or not isinstance(body, dict):
                 raise SyncError(f"The server sent an unreadable answer (HTTP {response.status_code}).")
             return body
         body = body if isinstance(body, dict) else {}
@@ -181,8 +181,12 @@ class Transport:
         matches (304 Not Modified: the server sent no definitions)."""
         response = self._send("GET", "/api/v1/forms",
                               headers={"If-None-Match": etag} if etag else {})
-        body = self._decode(response)
-        return (None if body is None else body.get("forms", [])), response.headers.get("ETag")
+        if response.status_code == 304 and etag:
+            return None, etag
+        forms = self._decode(response).get("forms", [])
+        if not isinstance(forms, list) or not all(isinstance(f, dict) for f in forms):
+            raise SyncError("The server sent unreadable form definitions.")
+        return forms, response.headers.get("ETag")
 
     def push(self, body_gzip):
         """``POST /api/v1/sync/push`` with a stored, gzip-compressed batch body."""

@@ -19,7 +19,10 @@ def main():
     with atheris.instrument_imports(include=["server", "schemas", "client_sync", "targets"]):
         import targets
         run = targets.runner(target)
-        if target == "client":
+        if target in ("client", "sync"):  # the device library, imported here to be traced
+            import client_sync.client  # noqa: F401
+            import client_sync.store  # noqa: F401
+            import client_sync.sync  # noqa: F401
             import client_sync.transport  # noqa: F401
     atheris.Setup(sys.argv, run)
     atheris.Fuzz()

@@ -14,8 +14,14 @@ Each target takes the raw input bytes:
   string; the same checks.
 - **client**: the device's reading of a server answer
   (``Transport._decode``): the first byte picks the status, the rest is the
-  body. It returns a dict (or None for 304) or raises one of the library's
+  body. It returns a dict (only for a 200) or raises one of the library's
   own errors, never anything else.
+- **sync**: a logged-in device with two queued records syncs against a
+  server whose every answer is made from the bytes (a status, then raw
+  bytes or a push, pull, forms or index answer with odd values). It may
+  fail, but only with the library's own errors, and no record is lost: each
+  is still on the device, and still queued unless it was answered
+  `applied`, `unchanged` or `conflict`.
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGETS = ("push", "pull", "client")
+TARGETS = ("push", "pull", "client", "sync")
 STATUSES = (200, 201, 304, 400, 401, 403, 404, 409, 413, 415, 429, 500, 502, 503)
 PASSWORD = "fuzz-pass-123"
 
@@ -99,13 +105,146 @@ def client(data: bytes):
         body = Transport("http://fuzz.invalid")._decode(response)
     except FieldsyncError:
         return
-    if not (isinstance(body, dict) or (body is None and response.status_code == 304)):
+    if not isinstance(body, dict) or response.status_code != 200:
         raise Finding(f"_decode returned {type(body).__name__} for {response.status_code}")
 
 
 def runner(target: str):
     """fn(bytes) for `target`; the app is built once per process."""
-    if target == "client":
-        return client
+    if target in ("client", "sync"):
+        return globals()[target]
     app = App()
     return getattr(app, target)
+
+
+# -- sync: the device's whole sync against a server answering anything ------------
+
+HLC = "2026-11-29T10:00:00.000Z-0000-server"
+SYNC_STATUSES = ("applied", "unchanged", "conflict", "rejected", "forbidden", "bogus")
+FINAL = {"applied", "unchanged", "conflict"}
+
+
+class _Script:
+    """Answers made from the input's bytes, one per request, then no connection."""
+
+    def __init__(self, data: bytes):
+        self.data, self.at = data, 0
+        self.answered = {}  # record id -> statuses the script answered for it
+
+    def byte(self):
+        if self.at >= len(self.data):
+            return None
+        self.at += 1
+        return self.data[self.at - 1]
+
+    def pick(self, options):
+        b = self.byte()
+        return options[0] if b is None else options[b % len(options)]
+
+    def answer(self, method, path, ids):
+        kind = self.byte()
+        if kind is None:
+            return None
+        status = self.pick((200, 200, 200, 304, 400, 401, 409, 413, 500, 503))
+        if kind % 4 == 0:  # raw bytes
+            n = self.byte() or 0
+            body = self.data[self.at:self.at + n]
+            self.at += n
+            return status, body
+        if path == "/api/v1/":
+            body = {"version": "x", "server_time": "2026-11-29T10:00:00Z", "hlc": HLC,
+                    "limits": {"max_records_per_batch": self.pick((1, 2, 1000, 0, -1, "x")),
+                               "max_batch_bytes": self.pick((16 << 20, 10, 0)),
+                               "pull_limit_default": self.pick((500, 1, 0, None))}}
+        elif path == "/api/v1/forms":
+            body = {"forms": self.pick(([], None, "x", [1]))}
+        elif path == "/api/v1/sync/push":
+            results = []
+            for _ in range(self.pick((0, 1, 2, 3))):
+                rid = self.pick([*ids, "x", None, 1])
+                result = {"id": rid, "status": self.pick(SYNC_STATUSES)}
+                extra = self.pick((None, "errors", "record", "bad"))
+                if extra == "errors":
+                    result["errors"] = self.pick(({"f": ["no"]}, "x", [1]))
+                elif extra == "record":
+                    result["record"] = self.pick(({}, "x", {"id": rid, "data": {}}))
+                elif extra == "bad":
+                    result = self.pick(("x", 1, None, [result]))
+                results.append(result)
+            body = {"results": self.pick((results, results, "x", None)), "hlc": HLC,
+                    "skew": self.pick(({"seconds": 0, "restamped": 0}, "x", {"seconds": "x"}))}
+            if status == 200 and isinstance(body["results"], list):
+                for r in body["results"]:
+                    if isinstance(r, dict) and isinstance(r.get("id"), str):
+                        self.answered.setdefault(r["id"], set()).add(r.get("status"))
+        elif path == "/api/v1/sync/pull":
+            body = {"records": self.pick(([], "x", [1], [{"id": "x"}])),
+                    "cursor": self.pick(("c1", None, 1)), "more": self.pick((False, True, "x")),
+                    "hlc": HLC}
+        else:
+            body = {}
+        return status, json.dumps(body).encode()
+
+
+def sync(data: bytes):
+    """A logged-in device with two queued records syncs against answers made
+    from `data`. It may finish or fail, but only with the library's own
+    errors, and no record may be lost: each is still on the device, and
+    still queued unless the server answered it `applied`, `unchanged` or
+    `conflict`."""
+    import requests
+
+    from client_sync import Client
+    from client_sync import client as client_module
+    from client_sync.errors import FieldsyncError, ServerUnreachable
+    from client_sync.transport import Transport
+
+    script, ids = None, []
+
+    class Scripted(Transport):
+        def _send(self, method, path, *, auth=True, **kwargs):
+            if script is None:  # the login: a server that works
+                body = {"/api/v1/": {"version": "x", "server_time": "2026-11-29T10:00:00Z",
+                                     "hlc": HLC, "limits": {}},
+                        "/api/v1/auth/login": {"token": "t", "hlc": HLC, "user": {
+                            "username": "hw", "role": "health_worker",
+                            "areas": ["QN.LM.03"]}},
+                        "/api/v1/forms": {"forms": []}}[path]
+                status, raw = 200, json.dumps(body).encode()
+            else:
+                made = script.answer(method, path, ids)
+                if made is None:
+                    raise ServerUnreachable("the script has no more answers")
+                status, raw = made
+            response = requests.Response()
+            response.status_code, response._content, response.reason = status, raw, "fuzz"
+            return response
+
+    real = client_module.Transport
+    client_module.Transport = Scripted
+    try:
+        with tempfile.TemporaryDirectory(prefix="fieldsync-fuzz-sync-") as home:
+            device = Client(Path(home))
+            try:
+                device.login("http://fuzz.invalid", "hw", "x")
+                for i in range(2):
+                    ids.append(device.add("household", {
+                        "head_name": f"Hộ {i}", "poverty_status": "poor",
+                        "registered_on": "2025-05-30", "status": "active"}))
+                script = _Script(data)
+                try:
+                    device.sync()
+                except FieldsyncError:
+                    pass
+                for rid in ids:
+                    if device.get(rid) is None:
+                        raise Finding(f"record {rid} vanished from the device")
+                    queued = device.store.conn.execute(
+                        "SELECT 1 FROM outbox WHERE record_id = ?", (rid,)).fetchone()
+                    if not queued and not script.answered.get(rid, set()) & FINAL:
+                        raise Finding(f"record {rid} left the queue without a final answer "
+                                      f"(answered {script.answered.get(rid)})")
+            finally:
+                device.close()
+    finally:
+        client_module.Transport = real

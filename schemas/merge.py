@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field as dc_field
 from typing import Any, Callable
 
-from .clock import parse
+from .clock import HLC_RE, parse
 
 DELETED = "deleted"
 
@@ -238,6 +238,26 @@ def to_wire(record: dict, seq: int | None = None, *, clocks: str = "all") -> dic
     if seq is not None:
         out["seq"] = seq
     return out
+
+
+def readable_wire(wire) -> bool:
+    """Whether `wire` has the shape of a record `to_wire` makes (any clock
+    mode): what a device checks before it merges one from a server."""
+    if not isinstance(wire, dict):
+        return False
+    clocks, tomb = wire.get("clocks"), wire.get("tombstone")
+    return (all(isinstance(wire.get(k), str) for k in ("id", "form", "area"))
+            and type(wire.get("form_version")) is int and isinstance(wire.get("data"), dict)
+            and _is_clock(wire.get("hlc"))
+            and ("common_hlc" not in wire or _is_clock(wire["common_hlc"]))
+            and (clocks is None or isinstance(clocks, dict)
+                 and all(_is_clock(c) for c in clocks.values()))
+            and (tomb is None or isinstance(tomb, dict) and isinstance(tomb.get("deleted"), bool)
+                 and _is_clock(tomb.get("hlc"))))
+
+
+def _is_clock(value) -> bool:
+    return isinstance(value, str) and HLC_RE.match(value) is not None
 
 
 def from_wire(wire: dict) -> dict:

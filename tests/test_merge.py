@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from schemas.clock import format_hlc
-from schemas.merge import (ClockReused, from_wire, is_deleted, merge, to_wire, values)
+from schemas.merge import (CLOCK_MODES, ClockReused, from_wire, is_deleted, merge, to_wire,
+                           values)
 
 RID = "01938f3e-5b2f-7c1e-9b1a-2a6c8f3e9d10"
 FIELDS = ["weight_kg", "visit_date", "danger_signs"]
@@ -238,3 +239,23 @@ def test_every_pull_clock_mode_merges_as_the_full_record_does(left, right, mode)
         want = merge(into, from_wire(full), device="s", user="s").record
         got = merge(into, from_wire(short), device="s", user="s").record
         assert to_wire(got) == to_wire(want)
+
+
+@settings(max_examples=200, deadline=None)
+@given(change_sets(), st.sampled_from(CLOCK_MODES),
+       st.sampled_from(["id", "form_version", "data", "hlc", "clocks", "tombstone",
+                        "common_hlc"]),
+       st.sampled_from([None, 1, "x", [], {"f": 1}, "2026-11-29T10:00:00.000Z-0000-Bad"]))
+def test_a_device_reads_every_record_to_wire_makes_and_no_damaged_one(changes, mode, key,
+                                                                     value):
+    """What a device checks before merging a record a server sent
+    (merge.readable_wire): every record to_wire makes passes; one with a
+    key of the wrong kind does not (the pull page is then refused whole)."""
+    from schemas.merge import readable_wire
+    record, _ = apply_all(changes)
+    wire = to_wire(record, clocks=mode)
+    assert readable_wire(wire)
+    still_fine = {"id": lambda v: isinstance(v, str), "form_version": lambda v: v == 1,
+                  "data": lambda v: isinstance(v, dict), "tombstone": lambda v: v is None,
+                  "clocks": lambda v: v is None}.get(key, lambda v: False)
+    assert readable_wire({**wire, key: value}) == still_fine(value)
