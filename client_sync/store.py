@@ -558,7 +558,9 @@ class Store:
             entry.update(batch_id=None, sent_seq=None, sent=None, held=None)
             self._save_entry(entry)
             sync_state = "pending"
-        self._save_record(state, sync_state, errors=None, warnings=result.get("warnings") if isinstance(result.get("warnings"), dict) else None)
+        warnings = result.get("warnings")
+        self._save_record(state, sync_state, errors=None,
+                          warnings=warnings if isinstance(warnings, dict) and warnings else None)
 
     def _adopt(self, state, wire, sent):
         """Merge a record the server returned with an answer (conflict or re-stamp).
