@@ -46,6 +46,22 @@ def _no_constant(name):
     raise ValueError(f"{name} is not JSON")
 
 
+def check(resp):
+    """Raise a Finding if an API answer breaks the rules above."""
+    text = resp.get_data(as_text=True)
+    if resp.status_code >= 500:
+        raise Finding(f"{resp.status_code}: {text[:500]}")
+    if "Traceback" in text or 'File "' in text:
+        raise Finding(f"a traceback reached the client: {text[:500]}")
+    if resp.mimetype != "application/json":
+        raise Finding(f"{resp.status_code} answered as {resp.mimetype}")
+    body = json.loads(text, parse_constant=_no_constant)
+    if resp.status_code >= 400 and not (
+            isinstance(body, dict) and set(body) == {"error", "message", "details"}
+            and isinstance(body["error"], str) and body["error"]):
+        raise Finding(f"an error without the error shape: {text[:500]}")
+
+
 class App:
     """The in-process app on a fresh database, with a health worker's token."""
 
@@ -65,31 +81,17 @@ class App:
             "app_version": "fuzz"})
         self.headers = {"Authorization": "Bearer " + r.get_json()["token"]}
 
-    def check(self, resp):
-        text = resp.get_data(as_text=True)
-        if resp.status_code >= 500:
-            raise Finding(f"{resp.status_code}: {text[:500]}")
-        if "Traceback" in text or 'File "' in text:
-            raise Finding(f"a traceback reached the client: {text[:500]}")
-        if resp.mimetype != "application/json":
-            raise Finding(f"{resp.status_code} answered as {resp.mimetype}")
-        body = json.loads(text, parse_constant=_no_constant)
-        if resp.status_code >= 400 and not (
-                isinstance(body, dict) and set(body) == {"error", "message", "details"}
-                and isinstance(body["error"], str) and body["error"]):
-            raise Finding(f"an error without the error shape: {text[:500]}")
-
     def push(self, data: bytes):
         headers = {**self.headers, "Content-Type": "application/json"}
         body = data[1:]
         if data[:1] and data[0] % 2:
             headers["Content-Encoding"] = "gzip"
             body = gzip.compress(body, compresslevel=1)
-        self.check(self.client.post("/api/v1/sync/push", data=body, headers=headers))
+        check(self.client.post("/api/v1/sync/push", data=body, headers=headers))
 
     def pull(self, data: bytes):
         query = data.decode("utf-8", "replace")
-        self.check(self.client.get("/api/v1/sync/pull?" + query, headers=self.headers))
+        check(self.client.get("/api/v1/sync/pull?" + query, headers=self.headers))
 
 
 def client(data: bytes):
@@ -141,7 +143,7 @@ class _Script:
         b = self.byte()
         return options[0] if b is None else options[b % len(options)]
 
-    def answer(self, method, path, ids):
+    def answer(self, path, ids):
         kind = self.byte()
         if kind is None:
             return None
@@ -212,7 +214,7 @@ def sync(data: bytes):
                         "/api/v1/forms": {"forms": []}}[path]
                 status, raw = 200, json.dumps(body).encode()
             else:
-                made = script.answer(method, path, ids)
+                made = script.answer(path, ids)
                 if made is None:
                     raise ServerUnreachable("the script has no more answers")
                 status, raw = made
