@@ -514,12 +514,13 @@ def wire_text(state):
 
 
 def _pull_text(wire, state, seq, clocks):
-    """One record's pull JSON text from its stored columns, in `clocks` mode."""
+    """One record's pull JSON, as UTF-8 bytes, from its stored columns (`wire`
+    read as bytes), in `clocks` mode."""
     if wire is None:  # written by another path (the trigger records_wire_stale)
-        wire = wire_text(decode_state(state))
+        wire = orjson.dumps(merging.to_wire(decode_state(state), clocks="common"))
     # A text without `common_hlc` is already sparse. (The test may also hit a
     # value holding those characters: then the text is decoded for nothing.)
-    if clocks == "all" or (clocks == "sparse" and '"common_hlc"' in wire):
+    if clocks == "all" or (clocks == "sparse" and b'"common_hlc"' in wire):
         record = orjson.loads(wire)
         hlc = record["hlc"]
         base = record.pop("common_hlc", None) or hlc
@@ -527,12 +528,14 @@ def _pull_text(wire, state, seq, clocks):
         every = {name: listed.get(name, base) for name in record["data"]}
         record["clocks"] = every if clocks == "all" else \
             {name: c for name, c in every.items() if c != hlc}
-        wire = _dumps(record)
+        wire = orjson.dumps(record)
     # `seq` last: splice it in before the closing brace.
-    return wire[:-1] + ',"seq":' + str(seq) + "}"
+    return wire[:-1] + b',"seq":%d}' % seq
 
 
-_COLUMNS = "seq, id, form, wire, CASE WHEN wire IS NULL THEN state END"
+# `wire` as bytes: a page is sent as the stored UTF-8, never decoded to str
+# and encoded back (a third of a 5,000-record page's server time).
+_COLUMNS = "seq, id, form, CAST(wire AS BLOB), CASE WHEN wire IS NULL THEN state END"
 
 
 def _form_filter(hidden_forms):
@@ -598,10 +601,10 @@ def _page_rows(db, user, after, limit, hidden):
 
 def pull_page(db, user, after, limit, catalog=None, *, clocks="all"):
     """Records changed after `after` in the user's scope, in commit order,
-    each as its pull JSON text (DESIGN.md "Pull"), ready to join into a page.
+    each as its pull JSON (UTF-8 bytes; DESIGN.md "Pull"), ready to join into a page.
 
     :param clocks: how each record lists its clocks (`merge.to_wire`).
-    :returns: ([(id, form, json text)], next cursor seq, more)
+    :returns: ([(id, form, json bytes)], next cursor seq, more)
     """
     catalog = catalog or Catalog(db)
     rows = _page_rows(db, user, after, limit + 1, catalog.unreadable_forms(user))

@@ -255,10 +255,11 @@ def pull():
         # informative), but a restricted read is never sent unaudited.
         if not is_unavailable(exc) or read:
             raise
-    # The records are stored JSON (storage.wire_text), joined as text: no
-    # record is decoded or encoded here.
-    dumps = current_app.json.dumps
-    body = ('{"records":[' + ",".join(text for _, _, text in records) + "],"
-            f'"cursor":{dumps(cursor.encode(db, user, next_seq))},"more":{dumps(more)},'
-            f'"hlc":{dumps(hlc)}}}\n')
+    # The records are their stored JSON (storage.wire_text), joined as bytes
+    # in one copy: no record is decoded or encoded here.
+    tail = orjson.dumps({"cursor": cursor.encode(db, user, next_seq), "more": more, "hlc": hlc})
+    parts = [b'{"records":[', *(text for _, _, text in records)]
+    parts[0] += parts.pop(1) if len(parts) > 1 else b""
+    parts[-1] += b"]," + tail[1:] + b"\n"
+    body = b",".join(parts)
     return current_app.response_class(body, mimetype="application/json")
