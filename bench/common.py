@@ -511,6 +511,7 @@ class Client:
                 page, _ = self.pull_page(cursor, limit, clocks, gzip)
                 n += len(page["records"])
                 cursor, more = page["cursor"], page["more"]
+                del page  # as the device library: one decoded page held at a time
             else:
                 params = {"limit": limit, "clocks": clocks, **({"cursor": cursor} if cursor else {})}
                 r = self.http.get(self.url + "/api/v1/sync/pull", params=params, timeout=300)

@@ -227,10 +227,14 @@ class Synchronizer:
                 raise SyncError("The server sent a malformed pull page; nothing was applied.")
             if page["more"] and not records and page.get("cursor") in (None, cursor):
                 raise SyncError("The server's pull did not advance; try again later.")
-            cursor = page.get("cursor", cursor)
+            cursor, more = page.get("cursor", cursor), page["more"]
             store.apply_pull(records, cursor, generation=generation)
             report.pulled += len(records)
+            # Let go of this page before asking for the next: the device holds
+            # one decoded page at a time (5,000 records are some 15 MB of
+            # objects), and the next is decoded into the memory this one frees.
+            del page, records
             self.progress("pull", report.pulled, None)
-            if not page["more"]:
+            if not more:
                 break
         store.finish_pull()

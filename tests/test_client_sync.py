@@ -334,3 +334,35 @@ def test_a_server_without_common_clocks_is_pulled_sparse(server_process, device,
     report = b.sync()
     assert report.complete and report.pulled == 3
     assert {r["id"] for r in b.list()} == set(ids)
+
+
+def test_the_device_holds_one_pulled_page_at_a_time(server_process, device, monkeypatch):
+    """A page (and its records) is let go before the next is asked for: a
+    device never holds two decoded pages (a page of 5,000 is ~15 MB)."""
+    import weakref
+    from client_sync.transport import Transport
+
+    class Page(dict):  # dict and list take weak references only as subclasses
+        pass
+
+    class Records(list):
+        pass
+
+    held, alive_at_next = [], []
+    real = Transport.pull
+
+    def spy(self, cursor, limit):
+        alive_at_next.extend(ref() is not None for ref in held)
+        page = Page(real(self, cursor, 2))  # pages of 2 records: several pages
+        page["records"] = Records(page["records"])
+        held[:] = [weakref.ref(page), weakref.ref(page["records"])]
+        return page
+
+    a = device("a")
+    ids = [a.add("household", household(i)) for i in range(5)]
+    assert a.sync().complete
+    monkeypatch.setattr(Transport, "pull", spy)
+    b = device("b")
+    report = b.sync()
+    assert report.complete and report.pulled == 5 and {r["id"] for r in b.list()} == set(ids)
+    assert len(alive_at_next) >= 4 and not any(alive_at_next)
