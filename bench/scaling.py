@@ -146,8 +146,9 @@ def _drain(client, cursor, limit):
     while True:
         page, _ = client.pull_page(cursor, limit)
         n += len(page["records"])
-        cursor = page["cursor"]
-        if not page["more"]:
+        cursor, more = page["cursor"], page["more"]
+        del page  # as the device library: one decoded page held at a time
+        if not more:
             return cursor, n
 
 
