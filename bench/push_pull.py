@@ -197,6 +197,7 @@ def _fresh_client(srv, n: int) -> common.Client:
 
 def _verdicts(out):
     for name, value, goal in (("push, 1 client, creates", out["push_creates_1"], PUSH_GOAL),
+                              ("pull, pages of 1000", out["pull_1000"], PULL_GOAL),
                               ("pull, pages of 5000", out["pull_5000"], PULL_GOAL),
                               ("pull, pages of 5000, records never edited",
                                out["pull_5000_fresh"], PULL_GOAL)):

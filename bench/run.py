@@ -81,8 +81,14 @@ def goals(results: dict) -> list[tuple[str, str, str]]:
         add("push, 1 client, creates >= 20,000 records/s", f"{v:,.0f} records/s", v >= 20_000,
             f"{v / 20_000:.0%} of the goal")
     if "pull_5000" in pp:
-        v = max(pp["pull_5000"], pp.get("pull_1000", 0))
-        add("pull >= 100,000 records/s, every record edited once", f"{v:,.0f} records/s",
+        # The pages are 1,000-5,000 records: the better of the two
+        # sizes measured, named, with the other beside it.
+        sizes = {n: pp[f"pull_{n}"] for n in (1000, 5000) if f"pull_{n}" in pp}
+        best = max(sizes, key=sizes.get)
+        v = sizes[best]
+        others = "; ".join(f"{r:,.0f} in pages of {n}" for n, r in sizes.items() if n != best)
+        add("pull >= 100,000 records/s, every record edited once",
+            f"{v:,.0f} records/s (pages of {best}" + (f"; {others})" if others else ")"),
             v >= 100_000, f"{v / 100_000:.0%} of the goal")
     if "pull_5000_fresh" in pp:
         v = pp["pull_5000_fresh"]
