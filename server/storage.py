@@ -517,7 +517,7 @@ def _pull_text(wire, state, seq, clocks):
     """One record's pull JSON, as UTF-8 bytes, from its stored columns (`wire`
     read as bytes), in `clocks` mode."""
     if wire is None:  # written by another path (the trigger records_wire_stale)
-        wire = orjson.dumps(merging.to_wire(decode_state(state), clocks="common"))
+        wire = wire_text(decode_state(state)).encode()
     # A text without `common_hlc` is already sparse. (The test may also hit a
     # value holding those characters: then the text is decoded for nothing.)
     if clocks == "all" or (clocks == "sparse" and b'"common_hlc"' in wire):
@@ -534,7 +534,7 @@ def _pull_text(wire, state, seq, clocks):
 
 
 # `wire` as bytes: a page is sent as the stored UTF-8, never decoded to str
-# and encoded back (a third of a 5,000-record page's server time).
+# and encoded back (measured in-process: 18.0 -> 14.5 ms a 5,000-record page).
 _COLUMNS = "seq, id, form, CAST(wire AS BLOB), CASE WHEN wire IS NULL THEN state END"
 
 

@@ -257,9 +257,11 @@ def pull():
             raise
     # The records are their stored JSON (storage.wire_text), joined as bytes
     # in one copy: no record is decoded or encoded here.
-    tail = orjson.dumps({"cursor": cursor.encode(db, user, next_seq), "more": more, "hlc": hlc})
-    parts = [b'{"records":[', *(text for _, _, text in records)]
-    parts[0] += parts.pop(1) if len(parts) > 1 else b""
-    parts[-1] += b"]," + tail[1:] + b"\n"
-    body = b",".join(parts)
+    head = b'{"records":['
+    tail = b"]," + orjson.dumps({"cursor": cursor.encode(db, user, next_seq), "more": more,
+                                 "hlc": hlc})[1:] + b"\n"
+    texts = [text for _, _, text in records] or [b""]
+    texts[0] = head + texts[0]
+    texts[-1] += tail  # the same item as texts[0] when there is one record
+    body = b",".join(texts)
     return current_app.response_class(body, mimetype="application/json")
