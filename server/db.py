@@ -74,16 +74,28 @@ class _Keeper:
     def __init__(self, conn, file_id):
         self.conn, self.file_id = conn, file_id
         self.idle = []  # [(busy_timeout_ms, Database)]
+        # Held while the checkpoint thread runs on `conn`, and to close it:
+        # closing a connection while another thread executes on it crashes
+        # CPython's sqlite3 (a segmentation fault, not an exception).
+        self.lock = threading.Lock()
+        self.closed = False
 
     def connections(self):
         return [self.conn] + [db.conn for _, db in self.idle]
+
+    def checkpoint(self):
+        with self.lock:
+            if not self.closed:
+                self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def close(self):
         # The keeper last: the last connection to close checkpoints the WAL.
         for _, db in self.idle:
             db.conn.close()
         self.idle.clear()
-        self.conn.close()
+        with self.lock:  # waits for a checkpoint running on it
+            self.closed = True
+            self.conn.close()
 
 
 # path -> _Keeper, for this process (`_keepers_pid`).
@@ -177,13 +189,12 @@ def _checkpoint_loop():
     while True:
         time.sleep(CHECKPOINT_SECONDS)
         with _keepers_lock:
-            conns = [keeper.conn for keeper in _keepers.values()] \
-                if _keepers_pid == os.getpid() else []
-        for conn in conns:
+            keepers = list(_keepers.values()) if _keepers_pid == os.getpid() else []
+        for keeper in keepers:  # one closed meanwhile is skipped (_Keeper.checkpoint)
             try:
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                keeper.checkpoint()
             except sqlite3.Error:
-                pass  # closed meanwhile, or busy: the next round (or the backstop) does it
+                pass  # busy: the next round (or the backstop) does it
 
 
 def get_db():

@@ -174,3 +174,38 @@ def test_evicting_a_replaced_file_leaves_the_new_files_wal_alone(db_path, tmp_pa
     with pytest.raises(sqlite3.ProgrammingError):
         old.execute("SELECT 1")
     _new_file_intact(db_path, writer)
+
+
+_CLOSE_WHILE_CHECKPOINTING = """
+import os, sqlite3, sys, time
+from server import db
+db.CHECKPOINT_SECONDS = 0.0005   # the checkpoint thread always busy
+paths = []
+for i in range(db.MAX_KEEPERS * 2):
+    path = os.path.join(sys.argv[1], f"d{i}.db")
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    paths.append(path)
+n, end = 0, time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    db._keep_open(paths[n % len(paths)])  # past MAX_KEEPERS files: one is closed
+    n += 1
+print("closed keepers:", n - db.MAX_KEEPERS)
+"""
+
+
+def test_a_keeper_closed_while_the_checkpoint_thread_runs_on_it_does_not_crash(tmp_path):
+    """Evicting a keeper closes its connection while the checkpoint thread may
+    be executing on it; closing under CPython's sqlite3 then crashed the
+    process (a segmentation fault within a second, before _Keeper.lock). A
+    child process, so that a crash fails this test and not the whole run."""
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, "-c", _CLOSE_WHILE_CHECKPOINTING, str(tmp_path), "2"],
+                         capture_output=True, text=True, timeout=60,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert run.returncode == 0, (run.returncode, run.stderr[-2000:])
+    assert int(run.stdout.split(":")[1]) > 1000  # it did close keepers, many times
