@@ -240,6 +240,23 @@ def to_wire(record: dict, seq: int | None = None, *, clocks: str = "all") -> dic
     return out
 
 
+def relist_clocks(wire: dict, clocks: str) -> dict:
+    """`wire` (a `to_wire` record in any clock mode) with its clocks listed
+    as `to_wire(..., clocks=clocks)` lists them; changed in place."""
+    hlc = wire["hlc"]
+    base = wire.pop("common_hlc", None) or hlc
+    listed = wire.pop("clocks")
+    every = {name: listed.get(name, base) for name in wire["data"]}
+    if clocks == "all":
+        wire["clocks"] = every
+        return wire
+    shared = hlc if clocks == "sparse" else common_hlc(list(every.values()), hlc)
+    if shared != hlc:
+        wire["common_hlc"] = shared
+    wire["clocks"] = {name: c for name, c in every.items() if c != shared}
+    return wire
+
+
 def readable_wire(wire) -> bool:
     """Whether `wire` has the shape of a record `to_wire` makes (any clock
     mode): what a device checks before it merges one from a server."""

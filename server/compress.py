@@ -4,9 +4,8 @@ Pull pages over 2G links are the point. zstd level 1 sends fewer bytes than
 gzip level 6 (62 instead of 74 per record edited once, 53 instead of 61 per
 fresh one, pulled with clocks=common) at a tenth of the server's CPU
 (bench/README.md, "The third round"), so it is preferred whenever the client
-accepts it
-(`Accept-Encoding: zstd`: the device library does, through urllib3).
-Clients that ask only for gzip get gzip, as before.
+accepts it (`Accept-Encoding: zstd`: the device library does, through
+urllib3). Clients that ask only for gzip get gzip, as before.
 Streamed answers (exports) are left alone; small ones are not worth it.
 """
 import gzip

@@ -107,21 +107,19 @@ def create_texts(change, device, user):
             base = bases.get(name)
             fields[name] = [value, 0, 0] if base is None else [value, 0, 0, base, None]
     else:
+        per = {name: clocks.get(name, hlc) for name in data}
         for name, value in data.items():
-            c = clocks.get(name, hlc)
+            c = per[name]
             h = stamps.get(c)
             if h is None:
                 h = stamps[c] = len(stamps)
             base = bases.get(name)
             fields[name] = [value, h, 0] if base is None else [value, h, 0, base, None]
         top = max(stamps)
-        shared = merging.common_hlc([clocks.get(name, hlc) for name in data], top)
+        shared = merging.common_hlc(list(per.values()), top)
         if shared != top:
             common["common_hlc"] = shared
-        for name in data:
-            c = clocks.get(name, hlc)
-            if c != shared:
-                listed[name] = c
+        listed = {name: c for name, c in per.items() if c != shared}
     head = {"id": change["id"], "form": change["form"], "form_version": change["form_version"],
             "area": change["area"]}
     state = _dumps({**head, "f": fields, "t": None, "h": list(stamps), "n": [[device, user]]})
@@ -521,14 +519,7 @@ def _pull_text(wire, state, seq, clocks):
     # A text without `common_hlc` is already sparse. (The test may also hit a
     # value holding those characters: then the text is decoded for nothing.)
     if clocks == "all" or (clocks == "sparse" and b'"common_hlc"' in wire):
-        record = orjson.loads(wire)
-        hlc = record["hlc"]
-        base = record.pop("common_hlc", None) or hlc
-        listed = record.pop("clocks")
-        every = {name: listed.get(name, base) for name in record["data"]}
-        record["clocks"] = every if clocks == "all" else \
-            {name: c for name, c in every.items() if c != hlc}
-        wire = orjson.dumps(record)
+        wire = orjson.dumps(merging.relist_clocks(orjson.loads(wire), clocks))
     # `seq` last: splice it in before the closing brace.
     return wire[:-1] + b',"seq":%d}' % seq
 

@@ -259,3 +259,12 @@ def test_a_device_reads_every_record_to_wire_makes_and_no_damaged_one(changes, m
                   "data": lambda v: isinstance(v, dict), "tombstone": lambda v: v is None,
                   "clocks": lambda v: v is None}.get(key, lambda v: False)
     assert readable_wire({**wire, key: value}) == still_fine(value)
+
+
+@given(change_sets(), st.sampled_from(CLOCK_MODES), st.sampled_from(CLOCK_MODES))
+def test_a_record_in_one_clock_mode_relists_as_to_wire_lists_another(changes, given_mode, mode):
+    """merge.relist_clocks (what pull does to a stored `common` record for a
+    device asking `all` or `sparse`) gives exactly to_wire's record."""
+    from schemas.merge import relist_clocks
+    record, _ = apply_all(changes)
+    assert relist_clocks(to_wire(record, clocks=given_mode), mode) == to_wire(record, clocks=mode)
