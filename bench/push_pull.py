@@ -216,13 +216,14 @@ CATEGORIES = [
                                              ("schemas/wire.py", "load_change")]),
     ("idempotency (canonical body hash)", [("server/api/sync.py", "_body_sha256")]),
     ("form validation (change + merged record)", [
-        ("schemas/forms.py", "validate_create"), ("schemas/forms.py", "validate_change"),
-        ("schemas/forms.py", "validate_record")]),
+        ("schemas/forms/compiled.py", "validate_create"),
+        ("schemas/forms/compiled.py", "validate_change"),
+        ("schemas/forms/compiled.py", "validate_record")]),
     # A create's computed fields are derived inside its validation, and a
     # create whose clocks are all trusted skips the merge (its registers are
     # built in storage.create_texts): both rows read 0 for this workload.
     ("computed fields (compute(), when not derived in validation)",
-     [("schemas/forms.py", "compute")]),
+     [("schemas/forms/compiled.py", "compute")]),
     ("merge (schemas.merge.merge; skipped by plain creates)", [("schemas/merge.py", "merge")]),
     ("SQL (sqlite3 calls)", "sqlite3"),
     ("storage encoding (JSON columns)", [("server/storage.py", "_dumps"),

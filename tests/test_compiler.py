@@ -1,4 +1,4 @@
-"""The form compiler: definitions in, validators out (schemas/forms.py, compute.py)."""
+"""The form compiler: definitions in, validators out (schemas/forms/, compute.py)."""
 import datetime as dt
 import json
 import unicodedata
@@ -758,7 +758,7 @@ def test_any_input_gets_an_answer_never_an_exception(data):
 
 
 def test_a_bundled_file_must_sit_at_its_id_and_version(tmp_path, monkeypatch):
-    import schemas.forms as forms_module
+    import schemas.forms.load as forms_module
     folder = tmp_path / "forms" / "visit"
     folder.mkdir(parents=True)
     (folder / "v2.json").write_text(json.dumps(

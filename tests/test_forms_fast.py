@@ -192,6 +192,23 @@ def test_valid_examples_take_the_fast_path(example):
         assert fast == slow
 
 
+def test_the_switch_on_schemas_forms_turns_the_fast_path_off():
+    """`schemas.forms.FAST` (the package entry) is the switch the validation
+    reads: off, a valid record is answered by the general path, which does
+    not hand back the computed fields the fast path derives."""
+    compiled = form("anc_visit")
+    data = next(VALID[e] for e in EXAMPLES if e.startswith("anc_visit/"))
+    assert compiled.validate_create(data, today=TODAY).computed is not None
+    forms.FAST = False
+    try:
+        assert forms.evaluate.FAST is False
+        result = compiled.validate_create(data, today=TODAY)
+        assert result.ok and result.computed is None
+    finally:
+        forms.FAST = True
+    assert forms.FAST is True and forms.evaluate.FAST is True
+
+
 @pytest.mark.parametrize("form_id", FORM_IDS)
 def test_canonical_forms_are_the_schemas(form_id):
     """Values that are valid but not canonical (1.0 for an integer, "HH:MM",
@@ -276,7 +293,7 @@ def reference(c, vals, parent, group):
     elif "." not in c["field"]:
         spec = group.resolve(c["field"])[1]
         kind = spec.result_type if spec.type == "computed" else spec.type
-        parse = forms._PARSERS.get(kind) if kind not in ("string", "text") else None
+        parse = forms.values._PARSERS.get(kind) if kind not in ("string", "text") else None
         if kind == "multi_choice":
             parse = None    # a "contains" literal is one choice, as sent
         canon = (lambda v: v) if parse is None else (lambda v: v if v is None else parse(spec, v))
@@ -362,7 +379,7 @@ def test_computed_fields_are_the_functions_answers(case):
     one is null or the function cannot read it), null when not relevant."""
     group, fields, checks, vals, parent = case
     derived = dict(vals)
-    forms._derive(group, derived, parent)
+    forms.evaluate._derive(group, derived, parent)
     expected = dict(vals)
     for spec in group.computed:
         if spec.relevant is not None and not spec.relevant(expected, parent):
