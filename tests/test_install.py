@@ -19,6 +19,7 @@ PACKAGES = ("schemas", "client_sync", "server")
 SNIPPET = """
 import json, sys
 import schemas
+import server.cli  # every server package is in the wheel (server.exports, server.api)
 from schemas.forms import bundled_definitions, compile_form
 forms = [compile_form(d) for d in bundled_definitions()]
 print(json.dumps({"file": schemas.__file__, "forms": sorted(f"{f.id}/v{f.version}" for f in forms)}))
