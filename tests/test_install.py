@@ -61,3 +61,11 @@ def test_installed_wheel_loads_every_bundled_form(tmp_path):
     assert str(ROOT) not in out["file"] and str(env_dir) in out["file"]
     expected = sorted(f"{p.parent.name}/{p.stem}" for p in (ROOT / "schemas" / "forms").glob("*/v*.json"))
     assert out["forms"] == expected and len(expected) > 0
+
+    # Every package of the source tree ships: pyproject.toml lists them one by
+    # one, and a subpackage left out would import only from the source tree.
+    packages = sorted(".".join(p.parent.relative_to(ROOT).parts)
+                      for name in PACKAGES for p in (ROOT / name).rglob("__init__.py"))
+    assert "client_sync.store" in packages
+    run([python, "-c", "import importlib, sys\nfor m in sys.argv[1:]: importlib.import_module(m)",
+         *packages], cwd=elsewhere)
