@@ -18,9 +18,23 @@ from pathlib import Path
 
 import pytest
 import requests
+from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_CMD = [sys.executable, "-c", "from server.cli import main; main()"]
+
+# Hypothesis without its clocks: no per-example deadline (200 ms by default)
+# and no too_slow health check, both of which fail on a busy machine, not on
+# a bug. `make test` loads "ci" (--hypothesis-profile=ci, with the run's seed
+# as --hypothesis-seed): no example database either, so a run depends on its
+# printed seed only and replays from it. Tests that set their own settings
+# inherit these for what they leave out (the profile is loaded before they
+# are imported).
+_UNTIMED = [HealthCheck.too_slow]
+settings.register_profile("fieldsync", deadline=None, suppress_health_check=_UNTIMED,
+                          print_blob=True)
+settings.register_profile("ci", settings.get_profile("fieldsync"), database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fieldsync"))
 
 USERS = {
     "admin": {"username": "admin", "password": "admin-pass-1", "role": "admin", "areas": []},
