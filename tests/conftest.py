@@ -105,6 +105,19 @@ def login(client, name, device_id="dev-test-1"):
     return resp.get_json()["token"]
 
 
+def wait_until(condition, what, bound=60, poll=0.02):
+    """Poll `condition()` until it is true; fail after `bound` seconds.
+
+    For a state another process or thread reaches in its own time (a commit,
+    a restart): the bound is far beyond any real run, a guard against a hang,
+    never a measure of speed.
+    """
+    deadline = time.monotonic() + bound
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not after {bound} s"
+        time.sleep(poll)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
