@@ -139,7 +139,7 @@ class ServerProcess:
     def url(self):
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout=20):
+    def start(self, timeout=60):
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             [*SERVER_CMD, "--db", str(self.db), "serve", "--host", "127.0.0.1",

@@ -358,7 +358,7 @@ class Device:
             failures += 1
 
 
-def await_ready(url, timeout=20):
+def await_ready(url, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:

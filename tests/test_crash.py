@@ -100,7 +100,7 @@ def run_crash(server, sampler, *, kills, devices, seed, shared=6, pause=(0.05, 0
                     return
                 server.kill()
                 stats.kills += 1
-                server.start(timeout=30)
+                server.start(timeout=60)
         except Exception as exc:
             stats.errors.append(f"killer: {exc!r}")
         finally:
