@@ -73,3 +73,17 @@ def test_installed_wheel_loads_every_bundled_form(tmp_path):
     assert all(str(env_dir) in f for f in out["others"]), out["others"]
     expected = sorted(f"{p.parent.name}/{p.stem}" for p in (ROOT / "schemas" / "forms").glob("*/v*.json"))
     assert out["forms"] == expected and len(expected) > 0
+
+
+def test_the_build_backend_is_pinned_and_is_the_one_installed_here():
+    """The build requirement is pinned (a build next year uses the same
+    setuptools), the test extra pins the same one, and that is what this
+    virtualenv holds: the offline build above tests the real backend."""
+    import tomllib
+    from importlib.metadata import version
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    [backend] = project["build-system"]["requires"]
+    assert backend.startswith("setuptools==")
+    assert backend in project["project"]["optional-dependencies"]["test"]
+    assert version("setuptools") == backend.split("==")[1]
+    assert project["project"]["license"] == "MIT"  # an SPDX expression, not {text = ...}
