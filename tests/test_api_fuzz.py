@@ -583,16 +583,16 @@ def _raw_status(port, request):
     (b"POST /api/v1/sync/push HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n{}"),
     (b"GET /api/v1/sync/pull?cursor=" + b"a" * 3000 + b" HTTP/1.1\r\nHost: x\r\n"
      b"Authorization: Bearer x\r\n\r\n"),
-    # Up to gunicorn's raised 8190-byte request line the app answers (JSON) ...
-    (b"GET /api/v1/sync/pull?cursor=" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"),
-    # ... past it gunicorn itself does (414), in the same shape (server/wsgi.py).
+    # Up to 16 KiB of request line and headers the app answers (JSON) ...
     (b"GET /api/v1/sync/pull?cursor=" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"),
+    # ... past it waitress itself does (431), in the same shape (server/wsgi.py).
+    (b"GET /api/v1/sync/pull?cursor=" + b"a" * 17000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"),
     (b"GARBAGE\r\n\r\n"),
     (b"GET /api/v1/%ff%fe HTTP/1.1\r\nHost: x\r\n\r\n"),
 ])
 def test_real_server_answers_protocol_garbage_with_a_4xx(live_server, request_bytes):
     """Every refusal is a 4xx in the JSON error shape, whether the app or
-    gunicorn itself (before Flask sees it) gives it. The server keeps
+    waitress itself (before Flask sees it) gives it. The server keeps
     serving and stores nothing."""
     before = counts(live_server.db)
     status, head = _raw_status(live_server.port, request_bytes)
