@@ -13,7 +13,7 @@ from marshmallow import ValidationError
 from schemas import wire
 from schemas.merge import CLOCK_MODES
 
-from .. import auth, clock, cursor, storage
+from .. import auth, clock, cursor, rejections, storage
 from ..body import read_json
 from ..catalog import Catalog
 from ..db import get_db, read_snapshot, write_transaction
@@ -84,7 +84,7 @@ def _stored_answer(db, device_id, batch_id, body_sha, payload):
                      "batch_id = ?", [device_id, batch_id]).fetchone()
     if row is None:
         return None
-    if row[0] != body_sha and row[0] != _legacy_sha256(payload):
+    if row[0] != body_sha and (payload is None or row[0] != _legacy_sha256(payload)):
         raise ApiError("batch_id_reused", "This batch id was already used with a different "
                        "body; give each batch its own id.", 409,
                        details={"batch_id": batch_id})
@@ -126,16 +126,21 @@ def push():
         return _json_answer(answer)
     # Envelope of each change: a malformed one is rejected alone.
     changes = []
-    for raw in envelope["records"]:
+    # The raw changes are dropped as they are checked (a bad push's memory:
+    # issue 14); only a batch stored before orjson needed them again
+    # (_legacy_sha256), and the check above has found any such one already.
+    raws, payload["records"] = payload["records"], None
+    envelope.pop("records")
+    raws.reverse()
+    while raws:
+        raw = raws.pop()
         change, errors = wire.load_change(raw)
         if errors:
             rid = _raw_id(raw)
             if _forbidden_by_raw_area(db, raw, user, rid):
-                changes.append({"id": rid, "status": "forbidden",
-                                "errors": {"area": ["This area is outside your areas."]}})
+                changes.append(rejections.forbidden(rid, "This area is outside your areas."))
             else:
-                changes.append({"id": rid, "status": "rejected", "code": "invalid",
-                                "errors": errors})
+                changes.append(rejections.rejected(rid, errors, "invalid"))
         else:
             changes.append(change)
     server_now = clock.utc_now()
@@ -145,7 +150,7 @@ def push():
         prechecked = storage.precheck(db, changes, tz_name=cfg["TIMEZONE"])
         with write_transaction(db):
             # Re-check under the write lock: the same batch may be in flight twice.
-            answer = _stored_answer(db, device_id, batch_id, body_sha, payload)
+            answer = _stored_answer(db, device_id, batch_id, body_sha, None)
             if answer is not None:
                 return _json_answer(answer)
             writer = storage.Writer(db, tolerance_seconds=cfg["CLOCK_TOLERANCE_SECONDS"],
@@ -160,7 +165,7 @@ def push():
                 result = change if "status" in change else \
                     writer.apply(change, user=user, device=device_id, prechecked=pre)
                 if pending or result["status"] in ("rejected", "forbidden"):
-                    storage.note_rejection(db, device_id, result, writer.now)
+                    rejections.note_rejection(db, device_id, batch_id, result, writer.now)
                     pending = True
                 results.append(result)
             answer = orjson.dumps({
