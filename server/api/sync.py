@@ -1,7 +1,7 @@
 """`POST /api/v1/sync/push` and `GET /api/v1/sync/pull` (DESIGN.md "HTTP API v1")."""
-import contextlib
 import hashlib
 import json
+import logging
 import re
 import sqlite3
 from datetime import timedelta
@@ -21,6 +21,7 @@ from ..errors import ApiError, Unavailable, is_unavailable
 from ..scope import covers
 
 bp = Blueprint("sync", __name__)
+log = logging.getLogger("fieldsync.server")
 
 _DIGITS = re.compile(r"^[0-9]{1,9}\Z")
 
@@ -172,6 +173,14 @@ def push():
                 "results": results, "hlc": writer.hlc(),
                 "skew": {"seconds": round(skew, 3), "restamped": writer.restamped}})
             writer.finish()
+            counts = dict.fromkeys(("applied", "unchanged", "conflict", "rejected",
+                                    "forbidden"), 0)
+            for result in results:
+                counts[result["status"]] += 1
+            # Who pushed what and how many: no field value in the audit.
+            auth.audit(db, user["username"], "push", {
+                "device_id": device_id, "batch_id": batch_id, "records": len(results),
+                **counts})
             db.execute("INSERT INTO devices (device_id, username, app_version, last_push, "
                        "skew_seconds, restamped) VALUES (?, ?, ?, ?, ?, ?) "
                        "ON CONFLICT (device_id) DO UPDATE SET username = excluded.username, "
@@ -241,11 +250,13 @@ def pull():
         hlc = clock.current(db)
     restricted = catalog.restricted_forms()
     read = sorted({form for _, form, _ in records} & set(restricted))
-    # The write lock (and an fsync) only when there is something to record:
-    # a restricted read, or the end of a pull (the devices view shows the last
+    # Every page is audited (who, which device, how many records); the end of
+    # a pull is also the device's last_pull (the devices view shows the last
     # complete pull, so a device stuck mid-pull shows as behind).
     try:
-        with write_transaction(db) if read or not more else contextlib.nullcontext():
+        with write_transaction(db):
+            auth.audit(db, user["username"], "pull", {
+                "device_id": user["device_id"], "records": len(records), "more": more})
             if not more:
                 db.execute("INSERT INTO devices (device_id, username, last_pull) "
                            "VALUES (?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET "
@@ -256,10 +267,12 @@ def pull():
                     "forms": read, "via": "pull", "device_id": user["device_id"],
                     "records": [rid for rid, form, _ in records if form in read]})
     except sqlite3.OperationalError as exc:
-        # A busy database must not fail an ordinary read (last_pull is only
-        # informative), but a restricted read is never sent unaudited.
+        # A busy or full database must not stop devices from receiving
+        # records (the page is then sent without its audit row and last_pull),
+        # but a restricted read is never sent unaudited.
         if not is_unavailable(exc) or read:
             raise
+        log.warning("A pull page was sent unaudited: the database is busy or full.")
     # The records are their stored JSON (storage.wire_text), joined as bytes
     # in one copy: no record is decoded or encoded here.
     head = b'{"records":['
