@@ -178,6 +178,9 @@ def m006_rejections_point_to_their_batch(db):
     # An answer is stored once (issue 14): a rejection's errors are in its
     # batch's stored answer (`batches.response`), no longer copied here.
     # Rows from before count as rejected; their code and batch are unknown.
+    # Idempotent: a database whose version was reset must migrate again.
+    if "errors" not in {row[1] for row in db.execute("PRAGMA table_info(rejections)")}:
+        return
     db.execute("""CREATE TABLE rejections_new (
         device_id TEXT NOT NULL, record_id TEXT NOT NULL, status TEXT NOT NULL,
         code TEXT, batch_id TEXT, at TEXT NOT NULL, PRIMARY KEY (device_id, record_id))""")
