@@ -173,6 +173,34 @@ def _repacked(storage, text):
         return text, None
 
 
+@migration
+def m006_rejections_point_to_their_batch(db):
+    # An answer is stored once (issue 14): a rejection's errors are in its
+    # batch's stored answer (`batches.response`), no longer copied here.
+    # Rows from before count as rejected; their code and batch are unknown.
+    # Idempotent: a database whose version was reset must migrate again.
+    if "errors" not in {row[1] for row in db.execute("PRAGMA table_info(rejections)")}:
+        return
+    db.execute("""CREATE TABLE rejections_new (
+        device_id TEXT NOT NULL, record_id TEXT NOT NULL, status TEXT NOT NULL,
+        code TEXT, batch_id TEXT, at TEXT NOT NULL, PRIMARY KEY (device_id, record_id))""")
+    db.execute("INSERT INTO rejections_new (device_id, record_id, status, code, at) "
+               "SELECT device_id, record_id, 'rejected', NULL, at FROM rejections")
+    db.execute("DROP TABLE rejections")
+    db.execute("ALTER TABLE rejections_new RENAME TO rejections")
+
+
+@migration
+def m007_audit_append_only(db):
+    # The audit is evidence: no row of it is ever changed or removed, not
+    # even by a server bug. (Someone with the file can still drop the
+    # triggers; backups keep older copies.)
+    for op in ("UPDATE", "DELETE"):
+        db.execute(f"""CREATE TRIGGER IF NOT EXISTS audit_no_{op.lower()}
+            BEFORE {op} ON audit
+            BEGIN SELECT RAISE(ABORT, 'the audit is append-only'); END""")
+
+
 def current_version(db):
     return db.execute("PRAGMA user_version").fetchone()[0]
 
