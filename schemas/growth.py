@@ -1,7 +1,7 @@
 """WHO Child Growth Standards (2006) z-scores, computed as WHO's ``anthro`` does.
 
-    >>> zscores(sex="M", age_days=400, weight_kg=9.1, lenhei_cm=74.5, measure="lying")
-    {'waz': -0.87..., 'haz': -1.37..., 'whz': -0.31..., 'baz': -0.20...}
+    >>> rounded(zscores(sex="M", age_days=400, weight_kg=9.1, lenhei_cm=74.5, measure="lying"))
+    {'waz': -0.77, 'haz': -1.06, 'whz': -0.39, 'baz': -0.2}
 
 Pure functions, no I/O per call; WHO's tables (package data in
 ``schemas/growth_tables/``, see its README) are read once, on first use.
