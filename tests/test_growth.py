@@ -337,3 +337,13 @@ def test_a_score_is_none_exactly_when_its_inputs_are_out_of_range(sex, age, weig
 def test_growth_imports_without_flask():
     code = "import sys, schemas.growth, schemas.compute; assert 'flask' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_the_tables_are_declared_package_data():
+    # A wheel carries only what pyproject's package-data names (test_install builds one).
+    import fnmatch
+    import tomllib
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["schemas"]
+    for path in TABLES.glob("*.csv"):
+        rel = path.relative_to(ROOT / "schemas").as_posix()
+        assert any(fnmatch.fnmatch(rel, p) for p in patterns), rel
