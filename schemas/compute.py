@@ -152,6 +152,25 @@ def count_selected(values):
     return len(values)
 
 
+LIVE_BORN = frozenset({"alive", "died_after_birth"})
+
+
+def _check_babies(inputs):
+    fields = {f.get("name"): f for f in inputs["babies"].get("fields") or () if isinstance(f, dict)}
+    if not LIVE_BORN <= _choice_values(fields.get("status") or {}):
+        return "the babies need a status choice with the values alive and died_after_birth"
+    return None
+
+
+@register("count_live_born", "integer", {"babies": {"repeat"}}, check=_check_babies)
+def count_live_born(babies):
+    """How many babies of a birth were born alive (status alive or
+    died_after_birth), the live births of DOMAIN.md §2."""
+    if not isinstance(babies, list):
+        raise TypeError("not a list")
+    return sum(1 for b in babies if isinstance(b, dict) and b.get("status") in LIVE_BORN)
+
+
 # -- WHO growth z-scores (schemas/growth.py), for the growth form
 
 GROWTH_ALGO = "who2006-anthro/1"   # stored with the values (DOMAIN §1.11.4)

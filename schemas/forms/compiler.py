@@ -41,7 +41,7 @@ TYPE_KEYS = {
     "multi_choice": {"choices", "min_count", "max_count"},
     "ref": {"ref"},
     "geopoint": set(),
-    "repeat": {"fields", "min_count", "max_count"},
+    "repeat": {"fields", "min_count", "max_count", "checks"},
     "computed": {"compute", "min", "max"},
 }
 FORM_KEYS = frozenset({"id", "version", "title", "restricted_to", "fields", "checks"})
@@ -106,6 +106,14 @@ class _Compiler:
         if not isinstance(checks, list):
             self.fail("", "checks must be a list")
         top.checks = [self.check(c, i, top) for i, c in enumerate(checks)]
+        for spec in top.specs:
+            if spec.type == "repeat":
+                # A repeat's own checks: per entry, reading its fields and the record's.
+                entry_checks = spec.definition.get("checks", [])
+                if not isinstance(entry_checks, list):
+                    self.fail(f"field '{spec.path}'", "checks must be a list")
+                spec.group.checks = [self.check(c, i, spec.group, f"field '{spec.path}' ")
+                                     for i, c in enumerate(entry_checks)]
         return top
 
     def group(self, items, parent, prefix):
@@ -383,8 +391,8 @@ class _Compiler:
                              f"(\"today-42d\"), or {{\"field\": name, \"offset\": \"+42d\"}}")
         return b
 
-    def check(self, d, index, group):
-        where = f"check {index}"
+    def check(self, d, index, group, within=""):
+        where = f"{within}check {index}"
         if not isinstance(d, dict):
             self.fail(where, "must be an object")
         for key in d:
@@ -393,7 +401,7 @@ class _Compiler:
         name = d.get("field")
         if not isinstance(name, str) or name not in group.by_name:
             self.fail(where, f"field {name!r} is not a field of this form")
-        where = f"check {index} (field '{name}')"
+        where = f"{within}check {index} (field '{name}')"
         for key in ("assert", "message"):
             if key not in d:
                 self.fail(where, f"lacks {key!r}")
