@@ -14,7 +14,8 @@ Layout of one export (README "Export"):
 - one header row: `id`, `area`, the form's fields in definition order (the
   newest version's order; fields only older versions had come after), the
   computed fields, then `created_by`, `created_at`, `updated_at`, `device`,
-  `flags`, and `deleted` only when deleted records were asked for;
+  `flags`, `warnings` (the stored validation warnings, "field: message"
+  joined by " | "), and `deleted` only when deleted records were asked for;
 - multi_choice values joined with `MULTI_SEPARATOR` (";"), flags too;
 - a geopoint as "lat lon" or "lat lon accuracy_m" (ODK's order);
 - a repeat's column holds its number of entries; the entries themselves go to
@@ -46,6 +47,7 @@ from zoneinfo import ZoneInfo
 
 import xlsxwriter
 
+from schemas.forms import describe_errors
 from schemas.wire import area_covers
 
 from .scope import area_sql
@@ -66,7 +68,7 @@ FORMATS = ("csv", "xlsx", "jsonl")
 ALL_FORMATS = ("xlsx", "zip")
 
 LEADING = ("id", "area")
-TRAILING = ("created_by", "created_at", "updated_at", "device", "flags")
+TRAILING = ("created_by", "created_at", "updated_at", "device", "flags", "warnings")
 
 # Excel's sheet names: at most 31 characters, none of these.
 _SHEET_FORBIDDEN = set("[]:*?/\\")
@@ -136,7 +138,8 @@ def layout(forms, include_deleted=False):
 
 
 _ENVELOPE_TYPES = {"created_by": "string", "created_at": "datetime",
-                   "updated_at": "datetime", "device": "string", "flags": "flags"}
+                   "updated_at": "datetime", "device": "string", "flags": "flags",
+                   "warnings": "string"}
 
 
 def _computed_type(spec):
@@ -292,6 +295,11 @@ def _value(record, column):
         return (record.get("computed") or {}).get(column.name)
     if column.name == "deleted":
         return bool(record.get("deleted"))
+    if column.name == "warnings":
+        # The stored validation warnings, one "field: message" each (JSONL
+        # keeps them as stored, {field: [message]}).
+        warnings = record.get("warnings")
+        return " | ".join(describe_errors(warnings)) if warnings else None
     return record.get(column.name)
 
 
@@ -635,18 +643,19 @@ def _where(form, filters, form_column="form"):
 
 
 _COLUMNS = ("id, form, form_version, area, data, computed, deleted, created_at, "
-            "updated_at, created_by, device, flags, seq")
+            "updated_at, created_by, device, flags, warnings, seq")
 
 
 def _row_dict(row):
     (rid, form, version, area, data, computed, deleted, created_at, updated_at,
-     created_by, device, flags, seq) = row
+     created_by, device, flags, warnings, seq) = row
     return {"id": rid, "form": form, "form_version": version, "area": area,
             "data": json.loads(data) if data else {},
             "computed": json.loads(computed) if computed else {},
             "deleted": bool(deleted), "created_at": created_at,
             "updated_at": updated_at, "created_by": created_by, "device": device,
-            "flags": json.loads(flags) if flags else [], "seq": seq}
+            "flags": json.loads(flags) if flags else [],
+            "warnings": json.loads(warnings) if warnings else None, "seq": seq}
 
 
 class Snapshot:
