@@ -75,7 +75,7 @@ def best_language(header: str | None) -> str:
 # its text is carried over as it is, except {ref} (a bound's other field and
 # offset, "(visit_date + 42 days)") whose units are translated. The English
 # side must be exactly what the modules write (values, compiler, bounds,
-# evaluate, model); tests/test_form_languages.py checks every entry is reached.
+# evaluate, model); tests/test_form_languages.py checks the main ones.
 BUILTIN = [
     ("is required", {"vi": "bắt buộc phải nhập"}),
     ("unknown field", {"vi": "không phải là trường của biểu mẫu này"}),
