@@ -240,7 +240,7 @@ def test_migrations_4_and_5_store_the_pull_json_of_existing_rows(client):
     conn.execute("PRAGMA user_version = 3")
     conn.close()
     db = connect(db_file)
-    assert migrate(db) == [4, 5] and latest_version() == 5
+    assert migrate(db)[:2] == [4, 5] and latest_version() >= 5   # later ones add columns
     rows = {r[0]: r[1:] for r in db.execute("SELECT id, state, wire FROM records")}
     assert rows == {a["id"]: (encode_state(state), wire_text(state)), "bad": ("{}", None)}
     names = {r[1] for r in db.execute("PRAGMA index_list(records)")}
@@ -270,7 +270,7 @@ def test_migration_5_packs_state_and_sparse_wire_of_a_version_4_database(client)
     conn.execute("PRAGMA user_version = 4")
     conn.close()
     db = connect(db_file)
-    assert migrate(db) == [5]
+    assert migrate(db)[0] == 5
     packed, wire = db.execute("SELECT state, wire FROM records").fetchone()
     assert (packed, wire) == (encode_state(state), wire_text(state))
     assert decode_state(packed) == state and len(packed) < len(json.dumps(state)) / 2
