@@ -204,7 +204,8 @@ class Generator:
             "lmp_date": lmp.isoformat(),
             "visit_date": visit.isoformat(),
             "contact_type": "anc_checkup" if checkup else "home_followup_by_vhw",
-            "provider": r.choice(_PROVIDERS),
+            # anc_visit v2: a check-up is never by a VHW (their visit is a home follow-up).
+            "provider": r.choice(_PROVIDERS[:-1] if checkup else _PROVIDERS),
             "place": r.choice(_ANC_PLACES),
         }
         if checkup:
@@ -247,6 +248,8 @@ class Generator:
         data = {
             "child_id": child,
             "child_dob": dob.isoformat(),
+            "child_sex": r.choice(["male", "female"]),        # growth v2 (dropped for v1)
+            "child_dob_precision": "exact",
             "measured_on": measured.isoformat(),
             "weight_kg": round(r.uniform(3.0, 6.0) + age * 0.0055, 2),
             "lenhei_cm": round(r.uniform(50.0, 56.0) + age * 0.028, 1),
@@ -258,7 +261,10 @@ class Generator:
         if 183 <= age <= 1826:
             data["muac_mm"] = r.randint(125, 170)
             if r.random() < 0.3:
-                data["vitamin_a_given"] = r.choice(["none", "100k_iu", "200k_iu"])
+                # growth v2: 100 000 IU at 6–11 months, 200 000 IU from 12 months.
+                data["vitamin_a_given"] = r.choice(["none", "100k_iu" if age < 365 else "200k_iu"])
+        if _severe(data, age):   # growth v2: SAM (by WHZ) must be referred, as a worker would
+            data["referred_to"] = "CHS"
         return self._change("growth", data)
 
     def _change(self, form: str, data: dict) -> dict:
@@ -312,6 +318,15 @@ def load_forms() -> dict:
             if d.get("id") not in out or d["version"] > out[d["id"]]["version"]:
                 out[d["id"]] = d
     return out
+
+
+def _severe(data: dict, age: int) -> bool:
+    """Whether WHO's z-scores class this generated measurement SAM."""
+    from schemas.compute import REGISTRY
+    return REGISTRY["who_zscores.nutrition_class"](
+        sex=data["child_sex"], dob_precision="exact", age_days=age, weight=data["weight_kg"],
+        lenhei=data["lenhei_cm"], position=data["position"], oedema=False,
+        muac=data.get("muac_mm")) == "sam"
 
 
 def fit_to_form(definition: dict | None, data: dict) -> dict:

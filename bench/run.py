@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 
-SCRIPTS = ("wire", "push_pull", "scaling", "device", "validate", "export", "peers")
+SCRIPTS = ("wire", "push_pull", "scaling", "device", "validate", "export", "peers", "growth")
 # Scripts owned by other engineers run as they are, in a child process.
 CHILD_ARGS = {
     "validate": {"full": [], "quick": ["--rounds", "3", "--number", "1000"],
@@ -113,6 +113,11 @@ def goals(results: dict) -> list[tuple[str, str, str]]:
         mb = mib * 1.048576
         add("1M-record CSV export peak RSS <= 150 MB", f"{mb:.0f} MB", mb <= 150,
             f"{mb - 150:.0f} MB over")
+    gr = results.get("growth") or {}
+    if "zscores_per_s" in gr:   # issue 15
+        v = gr["zscores_per_s"]
+        add("z-scores >= 50,000 measurements/s", f"{v:,.0f} meas/s", v >= 50_000,
+            f"{v / 50_000:.0%} of the goal")
     w = results.get("wire") or {}
     if "push_gzip1_bytes" in w:
         b = w["push_gzip1_bytes"]

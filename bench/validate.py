@@ -48,10 +48,12 @@ RECORDS = {
         "counselling_topics": ["nutrition", "danger_signs", "breastfeeding"],
         "next_visit_date": "2025-04-01",
     },
-    # A growth measurement of a 14-month-old: 12 fields.
+    # A growth measurement of a 14-month-old (v2, with its WHO z-scores): 13 fields.
     "growth": {
         "child_id": "01938f3e-5b2f-7c1e-9b1a-2a6c8f3e9d11",
         "child_dob": "2024-01-05",
+        "child_sex": "female",
+        "child_dob_precision": "exact",
         "measured_on": "2025-03-05",
         "weight_kg": 9.35,
         "lenhei_cm": 76.4,

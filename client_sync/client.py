@@ -54,9 +54,13 @@ class Client:
 
     :param data_dir: the data folder (default ``FIELDSYNC_HOME`` or ``~/.fieldsync``).
     :param network: a :class:`~client_sync.config.NetworkConfig` (timeouts, give-up time).
+    :param lang: the language of validation messages ("vi", "en"; default English):
+        those of ``add``/``edit`` here, and the server's push answers (``Accept-Language``),
+        stored with each record; a message with no translation stays English.
     """
 
-    def __init__(self, data_dir=None, network=None):
+    def __init__(self, data_dir=None, network=None, lang="en"):
+        self.lang = lang or "en"
         self.data_dir = settings.data_dir(data_dir)
         self.store = Store(self.data_dir / settings.DB_NAME)
         self.network = network or settings.NetworkConfig.from_env()
@@ -91,7 +95,7 @@ class Client:
         token, server = self.store.get_meta("token"), self.server
         if not token or not server:
             raise NotLoggedIn()
-        return Transport(server, token, self.network)
+        return Transport(server, token, self.network, lang=self.lang)
 
     def login(self, server, username, password):
         """Log in; seeds the HLC from the server's and caches its forms.
@@ -207,7 +211,8 @@ class Client:
         data = self._input(form, data)
         result = form.validate_create(data)
         if result.errors:
-            raise InvalidRecord(f"Invalid {form_id}: {describe_errors(result.errors)}", result.errors)
+            errors = form.localize(result.errors, self.lang)
+            raise InvalidRecord(f"Invalid {form_id}: {describe_errors(errors)}", errors)
         record_id = uuid7()
         self.store.local_change(record_id, user=user["username"], data=result.data, create={
             "form": form.id, "form_version": form.version, "area": area})
@@ -229,6 +234,7 @@ class Client:
             after = form.validate_record({**current["data"], **result.data}).errors
             errors = {k: v for k, v in after.items() if k in data or k not in before}
         if errors:
+            errors = form.localize(errors, self.lang)
             raise InvalidRecord(f"Invalid edit: {describe_errors(errors)}", errors)
         return self.store.local_change(record_id, user=user["username"], data=result.data)
 

@@ -67,8 +67,10 @@ class Transport:
     # older than `clocks=common` answers 400 invalid_clocks, and the next is asked.
     PULL_CLOCKS = ("common", "sparse")
 
-    def __init__(self, base_url, token=None, config=None):
+    def __init__(self, base_url, token=None, config=None, lang=None):
         self.base_url = base_url.rstrip("/")
+        # The language of the push answers' validation messages (English if None).
+        self.lang = lang
         self.pull_clocks = self.PULL_CLOCKS
         self.token = token
         self.config = config or NetworkConfig.from_env()
@@ -190,8 +192,10 @@ class Transport:
 
     def push(self, body_gzip):
         """``POST /api/v1/sync/push`` with a stored, gzip-compressed batch body."""
-        return self.request("POST", "/api/v1/sync/push", data=body_gzip, headers={
-            "Content-Type": "application/json", "Content-Encoding": "gzip"})
+        headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        if self.lang and self.lang != "en":
+            headers["Accept-Language"] = f"{self.lang}, en;q=0.5"
+        return self.request("POST", "/api/v1/sync/push", data=body_gzip, headers=headers)
 
     def pull(self, cursor, limit):
         """``GET /api/v1/sync/pull``: one page of changed records, each with

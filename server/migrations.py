@@ -201,6 +201,16 @@ def m007_audit_append_only(db):
             BEGIN SELECT RAISE(ABORT, 'the audit is append-only'); END""")
 
 
+@migration
+def m008_records_warnings(db):
+    # The merged record's validation warnings ({field: [message]}, English),
+    # stored with it and exported (issue 15); NULL when it has none. Rows
+    # written before this version have none stored until their next change.
+    # Idempotent, as m004.
+    if "warnings" not in {row[1] for row in db.execute("PRAGMA table_info(records)")}:
+        db.execute("ALTER TABLE records ADD COLUMN warnings TEXT")
+
+
 def current_version(db):
     return db.execute("PRAGMA user_version").fetchone()[0]
 

@@ -235,6 +235,7 @@ class Writer:
         area; `packed` and `wire` its stored texts (encode_state, wire_text)."""
         form = self.catalog.get(head["form"], head["form_version"])
         computed, flags = {}, list(stored["flags"]) if stored else []
+        warnings = None   # the merged record's warnings, stored with it (issue 15)
         if form is not None:
             valid = checked is not None and checked[0] is form and checked[1].data == values
             if deleted:
@@ -246,10 +247,13 @@ class Writer:
             # Two valid concurrent edits can make an invalid record: keep it and
             # flag it for review; rejecting would break convergence. A deleted
             # record is never flagged, so it needs no check.
-            if deleted or valid:
+            if deleted:
                 invalid = False
+            elif valid:
+                invalid, warnings = False, checked[1].warnings
             else:
-                invalid = bool(form.validate_record(values, today=self.today).errors)
+                whole = form.validate_record(values, today=self.today)
+                invalid, warnings = bool(whole.errors), whole.warnings
             flags = [f for f in flags if f != "invalid_merge"] + (["invalid_merge"] if invalid else [])
         seq = self._next_seq()
         # Pull's stored JSON (see wire_text) goes in the same statement. An
@@ -258,18 +262,19 @@ class Writer:
         # the same answer.
         row = [head["form_version"], packed, _dumps(values),
                _dumps(computed) if computed else "{}", int(deleted), hlc, seq, self.now, user,
-               device, _dumps(flags) if flags else "[]", wire, head["id"]]
+               device, _dumps(flags) if flags else "[]", wire,
+               _dumps(warnings) if warnings else None, head["id"]]
         if stored is None:
             self.db.execute(
                 "INSERT INTO records (form_version, state, data, computed, deleted, hlc, seq, "
-                "updated_at, updated_by, device, flags, wire, id, form, area, created_at, "
-                "created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "updated_at, updated_by, device, flags, wire, warnings, id, form, area, created_at, "
+                "created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row + [head["form"], head["area"], self.now, user])
         else:  # a record's form and area never change: their indexes are left alone
             self.db.execute(
                 "UPDATE records SET form_version = ?, state = ?, data = ?, computed = ?, "
                 "deleted = ?, hlc = ?, seq = ?, updated_at = ?, updated_by = ?, device = ?, "
-                "flags = ?, wire = ? WHERE id = ?", row)
+                "flags = ?, wire = ?, warnings = ? WHERE id = ?", row)
         # `state` (decoded) is filled in by _save, or on first use (_stored_record).
         saved = {"id": head["id"], "form": head["form"], "form_version": head["form_version"],
                  "area": head["area"], "state": None, "packed": packed, "seq": seq,

@@ -20,7 +20,7 @@ def test_every_benchmark_runs_one_tiny_round():
     for title in ("== wire: bytes per record sent", "== push: records/s",
                   "== pull: records/s", "== push breakdown", "== scaling: records/s",
                   "== device: library add rate",
-                  "== peers:", "== issue 6 goals"):
+                  "== peers:", "== growth: z-score measurements/s", "== issue 6 goals"):
         assert title in out, f"{title!r} missing from:\n{out[-3000:]}"
     assert "FAILED" not in out
     latest = json.loads((ROOT / "bench" / "out" / "latest-smoke.json").read_text())

@@ -435,13 +435,6 @@ def test_compute_functions(name, inputs, expected):
     assert computations.REGISTRY[name](**inputs) == expected
 
 
-def test_who_zscores_is_reserved_not_registered():
-    assert "who_zscores" not in computations.REGISTRY
-    with pytest.raises(FormDefinitionError, match="field 'z': .*who_zscores.*reserved"):
-        form({"name": "w", "type": "decimal"},
-             {"name": "z", "type": "computed", "compute": {"function": "who_zscores", "inputs": {}}})
-
-
 def test_compute_returns_every_computed_field():
     f = form({"name": "dob", "type": "date"}, {"name": "on", "type": "date"},
              {"name": "groups", "type": "multi_choice", "choices": choices(*sorted(computations.IYCF_GROUPS))},

@@ -42,7 +42,7 @@ BIRTH_V1 = {"id": "pregnancy_outcome", "version": 1, "title": "old", "restricted
 HEADER = ["id", "area", "pregnancy_id", "outcome_date", "outcome_time", "mother_name",
           "weight_kg", "n_babies", "danger_signs", "reported_at", "breastfed", "gps", "baby",
           "old_only", "ga_weeks", "nutrition_class",
-          "created_by", "created_at", "updated_at", "device", "flags"]
+          "created_by", "created_at", "updated_at", "device", "flags", "warnings"]
 
 INJECTIONS = ["=cmd|' /C calc'!A0", "+1", "-x", "@a", "\tTAB", "\rCR", "'quoted", "-3.5"]
 
@@ -61,7 +61,9 @@ def record(n, **data):
             "computed": {"ga_weeks": 39, "nutrition_class": None},
             "created_by": "hoa", "created_at": "2025-03-01T03:00:00.000Z",
             "updated_at": "2025-03-02T04:05:06.789Z", "device": "dev-7f3a",
-            "flags": ["invalid_merge"] if n % 2 else [], "deleted": False}
+            "flags": ["invalid_merge"] if n % 2 else [],
+            "warnings": {"weight_kg": ["Low weight."], "baby": {"1": {"birth_weight_g": ["LBW."]}}}
+            if n % 2 else None, "deleted": False}
 
 
 @pytest.fixture
@@ -108,12 +110,13 @@ def test_csv_reads_back_exactly_with_vietnamese_text_and_bom(lay):
     assert first["gps"] == "21.25 107.5 5"
     assert first["baby"] == "2" and first["ga_weeks"] == "39" and first["nutrition_class"] == ""
     assert first["breastfed"] == "true" and first["flags"] == "invalid_merge"
+    assert first["warnings"] == "weight_kg: Low weight. | baby[1].birth_weight_g: LBW."
     assert first["reported_at"] == "2025-03-01T10:30:00+07:00"
     second = dict(zip(HEADER, rows[2]))
     assert second["mother_name"] == "Triệu Thị Mai"
     assert second["weight_kg"] == "-3.5"          # a number: never escaped
     assert second["danger_signs"] == "" and second["gps"] == "" and second["old_only"] == "x"
-    assert second["breastfed"] == "false" and second["flags"] == ""
+    assert second["breastfed"] == "false" and second["flags"] == "" and second["warnings"] == ""
     assert len(rows) == 3
 
 
@@ -156,6 +159,7 @@ def test_jsonl_carries_the_stored_values_exactly(lay):
     assert [b["data"] for b in back] == [r["data"] for r in records]
     assert back[0]["data"]["mother_name"] == "=cmd"
     assert back[0]["form_version"] == 2 and back[0]["flags"] == ["invalid_merge"]
+    assert back[0]["warnings"] == records[0]["warnings"] and back[1]["warnings"] is None
     assert "Nguyễn" in lines[1]                   # UTF-8, not \\u escapes
 
 
@@ -218,7 +222,7 @@ def test_xlsx_interleaved_puts_each_form_on_its_sheet_even_empty_ones(tmp_path, 
     assert book.sheetnames == ["pregnancy_outcome", "pregnancy_outcome.baby", "household",
                                "cp_report"]
     assert [c.value for c in book["household"][2]] == ["h1", "QN.LM.03", "Bàn Thị Dao",
-                                                      None, None, None, None, None]
+                                                      None, None, None, None, None, None]
     assert book["cp_report"].max_row == 1
 
 
@@ -258,7 +262,8 @@ def test_sheet_names_are_valid_and_unique():
 
 SCHEMA = """CREATE TABLE records (id TEXT PRIMARY KEY, form TEXT, form_version INT, area TEXT,
 state TEXT, data TEXT, computed TEXT, deleted INT, hlc TEXT, seq INT UNIQUE, created_at TEXT,
-updated_at TEXT, created_by TEXT, updated_by TEXT, device TEXT, flags TEXT)"""
+updated_at TEXT, created_by TEXT, updated_by TEXT, device TEXT, flags TEXT,
+warnings TEXT)"""
 
 
 def insert(conn, n, seq, form="pregnancy_outcome", area="QN.LM.03", deleted=0,

@@ -190,7 +190,8 @@ def test_csv_export_reads_back_the_records_exactly(api, world):
     assert headers["X-Fieldsync-Count"] == "3"
     rows = csv_rows(data, bom=True)
     assert list(rows[0])[:3] == ["id", "area", "head_name"]
-    assert list(rows[0])[-5:] == ["created_by", "created_at", "updated_at", "device", "flags"]
+    assert list(rows[0])[-6:] == ["created_by", "created_at", "updated_at", "device", "flags",
+                                  "warnings"]
     by_id = {r["id"]: r for r in rows}
     assert set(by_id) == {world["ids"][k] for k in ("hoa", "mai", "dao")}   # not QN.TB
     hoa, mai, dao = (by_id[world["ids"][k]] for k in ("hoa", "mai", "dao"))

@@ -38,7 +38,7 @@ def test_forms_are_listed_whole_for_every_role(server_process):
     forms = get(server_process, "/api/v1/forms", token).json()["forms"]
     ids = {f["id"] for f in forms}
     # Health workers may write cp_report (restricted_to limits reads only).
-    assert len(ids) == 10 and "cp_report" in ids
+    assert len(ids) == 11 and "cp_report" in ids and "club" in ids
     assert all(f["fields"] for f in forms)
 
 

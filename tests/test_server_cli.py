@@ -12,14 +12,15 @@ def test_init_migrates_publishes_the_bundled_forms_and_is_idempotent(tmp_path):
     db = tmp_path / "new" / "fs.db"
     out = run_cli(db, "init").stdout
     from server.migrations import latest_version
-    assert f"schema version {latest_version()}" in out and "10 newly published" in out
+    assert f"schema version {latest_version()}" in out and "17 newly published" in out
     assert "user add NAME --role admin" in out  # says how to create the first user
     again = run_cli(db, "init").stdout
     assert "up to date" in again and "0 newly published" in again
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA user_version").fetchone()[0] == latest_version()
-    assert conn.execute("SELECT count(*) FROM forms").fetchone()[0] == 10
+    # Ten forms at v1, six of them at v2 too, and the club register (issue 15).
+    assert conn.execute("SELECT count(*) FROM forms").fetchone()[0] == 17
 
 
 def test_init_upgrades_a_version_1_database_in_place(db_path):

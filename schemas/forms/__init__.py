@@ -31,6 +31,8 @@ Decisions worth knowing:
 
 The modules, each importing only those above it in this list:
 
+- ``messages``: languages (a definition's text in a language; the one table
+  of the validator's messages in Vietnamese).
 - ``today``: "today" in the deployment time zone, dates moved by an offset.
 - ``values``: a parser per field type, ``FormField``, a group's schema.
 - ``model``: ``_Spec``, ``_Group``, ``_Check``; ``Result``, ``FormDefinitionError``.
@@ -56,13 +58,15 @@ from . import evaluate
 from .compiled import CompiledForm, describe_errors
 from .compiler import OPERATORS, TYPES
 from .load import FormRegistry, bundled_definitions, compile_form, definition_sha256, load_definition
+from .messages import best_language, text_in
 from .model import FormDefinitionError, Result
 from .today import DEFAULT_TIMEZONE, local_today
 from .values import FormField
 
 __all__ = [
     "CompiledForm", "DEFAULT_TIMEZONE", "FAST", "FormDefinitionError", "FormField", "FormRegistry",
-    "OPERATORS", "Result", "TYPES", "bundled_definitions", "compile_form", "definition_sha256",
+    "OPERATORS", "Result", "TYPES", "best_language", "bundled_definitions", "compile_form",
+    "definition_sha256", "text_in",
     "describe_errors", "load_definition", "local_today",
 ]
 

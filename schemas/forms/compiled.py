@@ -11,6 +11,7 @@ from . import evaluate
 from .compiler import _Compiler
 from .evaluate import _derive, _evaluate
 from .fast import _complete
+from .messages import DEFAULT, english, localize, text_in
 from .model import Result
 from .today import local_today
 
@@ -24,7 +25,7 @@ class CompiledForm:
         self._complete = _complete(self._top)
         self._uses_today = compiler.uses_today
         d = self.definition
-        self.id, self.version, self.title = d["id"], d["version"], d["title"]
+        self.id, self.version, self.title = d["id"], d["version"], english(d["title"])
         self.restricted_to = d.get("restricted_to")
         self.sha256 = sha256
         self.source = source
@@ -32,6 +33,7 @@ class CompiledForm:
         self.field_names = [s.name for s in self._top.specs if s.type != "computed"]
         self.computed_names = [s.name for s in self._top.specs if s.type == "computed"]
         self.fields = {s.name: s.definition for s in self._top.specs}
+        self._texts = compiler.texts   # {English message: {lang: text}}
 
     def __repr__(self):
         return f"<CompiledForm {self.id} v{self.version}>"
@@ -68,6 +70,32 @@ class CompiledForm:
                         out[rep.name].append({s.name: ev[s.name] for s in rep.group.computed})
         return {k: out[k] for k in self.computed_names + [r.name for r in top.repeats] if k in out}
 
+    # -- languages (DESIGN.md "Languages in form definitions") --------------------
+
+    def title_in(self, lang=DEFAULT) -> str:
+        """The form's title in `lang` (English when it has none in `lang`)."""
+        return text_in(self.definition["title"], lang)
+
+    def describe_fields(self, lang=DEFAULT) -> list[dict]:
+        """What a page needs to render this form in `lang`, in form order: one
+        dict per field (see docs/internals.md "Rendering a form")."""
+        return [_describe(spec, lang) for spec in self._top.specs]
+
+    def describe_form(self, lang=DEFAULT) -> dict:
+        """``{"id", "version", "title", "fields": describe_fields(lang)}``."""
+        return {"id": self.id, "version": self.version, "title": self.title_in(lang),
+                "fields": self.describe_fields(lang)}
+
+    def localize(self, messages, lang=DEFAULT):
+        """A ``{field: [message]}`` tree (errors or warnings, from this form's
+        validation, here or on the server) with each message in `lang`; a
+        message with no translation stays English. English: unchanged."""
+        return localize(messages, lang, self._texts)
+
+    def describe_errors(self, errors, lang=DEFAULT) -> list[str]:
+        """``describe_errors`` in `lang` ("baby[0].sex: phải là một trong: male, female")."""
+        return describe_errors(self.localize(errors, lang))
+
     def _validate(self, data, complete, today):
         if not isinstance(data, dict):
             return Result({}, {"_record": ["must be an object of field values"]}, {})
@@ -91,6 +119,29 @@ class CompiledForm:
         bad = frozenset(errors) if errors else ()
         _evaluate(top, clean, data, None, complete, present, today, errors, warnings, bad)
         return Result(clean, errors, warnings)
+
+
+_PASSED = ("min", "max", "min_length", "max_length", "pattern", "min_count", "max_count", "ref")
+
+
+def _describe(spec, lang):
+    d = spec.definition
+    out = {"name": spec.name, "type": spec.type, "label": text_in(d.get("label"), lang) or spec.name,
+           "hint": text_in(d.get("hint"), lang), "required": spec.required, "warn": spec.warn,
+           "relevant": json.loads(json.dumps(d["relevant"])) if "relevant" in d else None}
+    if "unit" in d:
+        out["unit"] = text_in(d["unit"], lang)
+    for key in _PASSED:
+        if key in d:
+            out[key] = json.loads(json.dumps(d[key]))
+    if "choices" in d:
+        out["choices"] = [{"value": c["value"], "label": text_in(c.get("label"), lang) or c["value"]}
+                          for c in d["choices"]]
+    if spec.type == "computed":
+        out["compute"] = d["compute"]["function"]
+    if spec.type == "repeat":
+        out["fields"] = [_describe(s, lang) for s in spec.group.specs]
+    return out
 
 
 def describe_errors(errors: dict, prefix="") -> list[str]:

@@ -19,6 +19,7 @@ from .conditions import (
 )
 from .evaluate import _deriver
 from .fast import _loader
+from .messages import CONDITION_WORDS, EMPTY, JOINERS, LANGUAGES, NOT_ASKED, english, text_problem
 from .model import FormDefinitionError, _Check, _expand, _Group, _Spec
 from .values import _PARSERS, _fmt, _number, _Parsers, _schema
 
@@ -26,7 +27,7 @@ TYPES = (
     "string", "text", "integer", "decimal", "boolean", "date", "time", "datetime",
     "choice", "multi_choice", "ref", "geopoint", "repeat", "computed",
 )
-COMMON_KEYS = frozenset({"name", "type", "label", "required", "relevant", "warn"})
+COMMON_KEYS = frozenset({"name", "type", "label", "hint", "unit", "required", "relevant", "warn"})
 TYPE_KEYS = {
     "string": {"min_length", "max_length", "pattern"},
     "text": {"min_length", "max_length", "pattern"},
@@ -40,7 +41,7 @@ TYPE_KEYS = {
     "multi_choice": {"choices", "min_count", "max_count"},
     "ref": {"ref"},
     "geopoint": set(),
-    "repeat": {"fields", "min_count", "max_count"},
+    "repeat": {"fields", "min_count", "max_count", "checks"},
     "computed": {"compute", "min", "max"},
 }
 FORM_KEYS = frozenset({"id", "version", "title", "restricted_to", "fields", "checks"})
@@ -62,6 +63,9 @@ class _Compiler:
     def __init__(self, source):
         self.source = source
         self.uses_today = False
+        # The form's own messages in other languages: {English: {lang: text}}
+        # (check messages given as objects, "is not asked when …").
+        self.texts = {}
 
     def fail(self, where, problem):
         where = f" {where}:" if where else ""
@@ -79,7 +83,11 @@ class _Compiler:
             self.fail("", "id must be lowercase letters, digits and _ (at most 64), starting with a letter")
         if type(d["version"]) is not int or d["version"] < 1:
             self.fail("", "version must be a whole number of at least 1")
-        if not isinstance(d["title"], str) or not d["title"].strip():
+        if isinstance(d["title"], dict):
+            problem = text_problem(d["title"])
+            if problem:
+                self.fail("", f"title {problem}")
+        elif not isinstance(d["title"], str) or not d["title"].strip():
             self.fail("", "title must be non-empty text")
         roles = d.get("restricted_to")
         if roles is not None and (not isinstance(roles, list) or not roles
@@ -98,6 +106,14 @@ class _Compiler:
         if not isinstance(checks, list):
             self.fail("", "checks must be a list")
         top.checks = [self.check(c, i, top) for i, c in enumerate(checks)]
+        for spec in top.specs:
+            if spec.type == "repeat":
+                # A repeat's own checks: per entry, reading its fields and the record's.
+                entry_checks = spec.definition.get("checks", [])
+                if not isinstance(entry_checks, list):
+                    self.fail(f"field '{spec.path}'", "checks must be a list")
+                spec.group.checks = [self.check(c, i, spec.group, f"field '{spec.path}' ")
+                                     for i, c in enumerate(entry_checks)]
         return top
 
     def group(self, items, parent, prefix):
@@ -139,8 +155,10 @@ class _Compiler:
             if flag in d and type(d[flag]) is not bool:
                 self.fail(where, f"{flag} must be true or false")
         spec.required, spec.warn = d.get("required", False), d.get("warn", False)
-        if "label" in d and not isinstance(d["label"], str):
-            self.fail(where, "label must be text")
+        for key in ("label", "hint", "unit"):
+            problem = text_problem(d[key]) if key in d else None
+            if problem:
+                self.fail(where, f"{key} {problem}")
         if kind == "computed" and spec.required:
             self.fail(where, "a computed field cannot be required")
         for low, high in (("min_length", "max_length"), ("min_count", "max_count")):
@@ -191,8 +209,9 @@ class _Compiler:
         for index, c in enumerate(choices):
             if not isinstance(c, dict) or set(c) - {"value", "label"} \
                     or not isinstance(c.get("value"), str) or not c["value"] \
-                    or not isinstance(c.get("label", ""), str):
-                self.fail(where, f"choices[{index}] must be {{\"value\": text, \"label\": text}}")
+                    or text_problem(c.get("label", "")):
+                self.fail(where, f"choices[{index}] must be {{\"value\": text, \"label\": text}} "
+                                 f"(a label may be {{\"en\": text, \"vi\": text}})")
             if c["value"] in spec.choice_order:
                 self.fail(where, f"choice {c['value']!r} is listed twice")
             spec.choice_order[c["value"]] = index
@@ -282,6 +301,9 @@ class _Compiler:
                     reads = {(lvl, s) for lvl, s in spec.reads}
                 spec.rel_gate = group.gate(reads)
                 spec.rel_text = "is not asked when " + self.describe(d["relevant"], False, True)
+                self.texts[spec.rel_text] = {
+                    lang: NOT_ASKED[lang].format(cond=self.describe(d["relevant"], False, True, lang))
+                    for lang in LANGUAGES if lang != "en"}
             for side in ("min", "max"):
                 if side in d:
                     spec.bounds.append(self.bound(spec, side, d[side], group, where))
@@ -369,8 +391,8 @@ class _Compiler:
                              f"(\"today-42d\"), or {{\"field\": name, \"offset\": \"+42d\"}}")
         return b
 
-    def check(self, d, index, group):
-        where = f"check {index}"
+    def check(self, d, index, group, within=""):
+        where = f"{within}check {index}"
         if not isinstance(d, dict):
             self.fail(where, "must be an object")
         for key in d:
@@ -379,16 +401,20 @@ class _Compiler:
         name = d.get("field")
         if not isinstance(name, str) or name not in group.by_name:
             self.fail(where, f"field {name!r} is not a field of this form")
-        where = f"check {index} (field '{name}')"
+        where = f"{within}check {index} (field '{name}')"
         for key in ("assert", "message"):
             if key not in d:
                 self.fail(where, f"lacks {key!r}")
-        if not isinstance(d["message"], str) or not d["message"].strip():
-            self.fail(where, "message must be non-empty text")
+        message = d["message"]
+        problem = text_problem(message)
+        if problem or not english(message).strip():
+            self.fail(where, f"message {problem or 'must be non-empty text'}")
+        if isinstance(message, dict):
+            self.texts.setdefault(english(message), {k: v for k, v in message.items() if k != "en"})
         if "warn" in d and type(d["warn"]) is not bool:
             self.fail(where, "warn must be true or false")
         check = _Check()
-        check.field, check.message, check.warn = name, d["message"], d.get("warn", False)
+        check.field, check.message, check.warn = name, english(message), d.get("warn", False)
         check.test, reads = self.condition(d["assert"], group, where)
         check.when = None
         if "when" in d:
@@ -509,15 +535,15 @@ class _Compiler:
             out.append(item)
         return tuple(out) if op == "in" else out[0]
 
-    def describe(self, c, holds, top=False):
-        """The condition in words, as it holds (or fails)."""
+    def describe(self, c, holds, top=False, lang="en"):
+        """The condition in words, as it holds (or fails), in `lang`."""
         if "all" in c or "any" in c:
             key = "all" if "all" in c else "any"
-            joiner = " and " if (key == "all") == holds else " or "
-            text = joiner.join(self.describe(p, holds) for p in c[key])
+            joiner = JOINERS[lang][0 if (key == "all") == holds else 1]
+            text = joiner.join(self.describe(p, holds, False, lang) for p in c[key])
             return text if top or len(c[key]) == 1 else f"({text})"
         if "not" in c:
-            return self.describe(c["not"], not holds, top)
+            return self.describe(c["not"], not holds, top, lang)
         op = next(k for k in c if k in OPERATORS)
         value = c[op]
         if isinstance(value, dict):
@@ -526,4 +552,8 @@ class _Compiler:
             shown = ", ".join(_fmt(v).strip("'") for v in value)
         else:
             shown = _fmt(value)
-        return f"{c['field']} " + _WORDS[op][0 if holds else 1].format(v=shown)
+        if lang == "en":
+            return f"{c['field']} " + _WORDS[op][0 if holds else 1].format(v=shown)
+        if value is None:
+            shown = EMPTY[lang]
+        return f"{c['field']} " + CONDITION_WORDS[lang][op][0 if holds else 1].format(v=shown)

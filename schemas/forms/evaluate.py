@@ -34,8 +34,10 @@ def _deriver(spec):
     call; a function of two fields of the record, the usual case, is written
     out."""
     name, fn, relevant, inputs = spec.name, spec.function.fn, spec.relevant, spec.inputs
+    # Parameters whose null is passed on as None (computations.Function.optional).
+    optional = spec.function.optional
     params = inspect.signature(fn).parameters
-    if (relevant is None and len(inputs) == 2 and inputs[0][1] == inputs[1][1] == 0
+    if (relevant is None and not optional and len(inputs) == 2 and inputs[0][1] == inputs[1][1] == 0
             and sorted(params) == sorted(i[0] for i in inputs)
             and all(p.kind is p.POSITIONAL_OR_KEYWORD for p in params.values())):
         # Called positionally, in the order the function names its parameters.
@@ -60,7 +62,7 @@ def _deriver(spec):
         args = {}
         for param, level, field in inputs:
             value = (vals if level == 0 else parent).get(field)
-            if value is None:
+            if value is None and param not in optional:
                 vals[name] = None
                 return
             args[param] = value

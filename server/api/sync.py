@@ -11,6 +11,7 @@ from flask import Blueprint, current_app, g, request
 from marshmallow import ValidationError
 
 from schemas import wire
+from schemas.forms import best_language
 from schemas.merge import CLOCK_MODES
 
 from .. import auth, clock, cursor, rejections, storage
@@ -122,6 +123,35 @@ def _json_answer(text):
     return current_app.response_class(text, mimetype="application/json")
 
 
+def _push_answer(db, text, records):
+    """The push answer in the language of `Accept-Language` (DESIGN.md
+    "Languages in form definitions"): each result's form validation errors
+    and warnings, through its form. The answer is stored (and resent) in
+    English; English, or no language of ours, is that text unchanged."""
+    lang = best_language(request.headers.get("Accept-Language"))
+    if lang == "en":
+        return _json_answer(text)
+    named = {}
+    for raw in records:
+        if isinstance(raw, dict) and isinstance(raw.get("id"), str):
+            named[raw["id"].lower()] = (raw.get("form"), raw.get("form_version"))
+    body, catalog = orjson.loads(text), Catalog(db)
+    for result in body["results"]:
+        form_id, version = named.get(result.get("id") or "", (None, None))
+        if not isinstance(form_id, str) or type(version) is not int:
+            continue
+        form = catalog.get(form_id, version)
+        if form is None:
+            continue
+        if result.get("warnings"):
+            result["warnings"] = form.localize(result["warnings"], lang)
+        if result.get("code") == "invalid" and result.get("errors"):
+            result["errors"] = form.localize(result["errors"], lang)
+    response = _json_answer(orjson.dumps(body))
+    response.headers["Content-Language"] = lang
+    return response
+
+
 def _forbidden_by_raw_area(db, raw, user, rid):
     """Precedence: an area outside the user's scope, the one the change names
     or the stored record's, is `forbidden` even when another part of the
@@ -149,7 +179,7 @@ def push():
     device_id, batch_id = envelope["device_id"], envelope["batch_id"]
     answer = _stored_answer(db, device_id, batch_id, body_sha, payload)
     if answer is not None:
-        return _json_answer(answer)
+        return _push_answer(db, answer, envelope["records"])
     # Envelope of each change: a malformed one is rejected alone.
     changes = []
     # The raw changes are dropped as they are checked (a bad push's memory:
@@ -178,7 +208,7 @@ def push():
             # Re-check under the write lock: the same batch may be in flight twice.
             answer = _stored_answer(db, device_id, batch_id, body_sha, None)
             if answer is not None:
-                return _json_answer(answer)
+                return _push_answer(db, answer, envelope["records"])
             writer = storage.Writer(db, tolerance_seconds=cfg["CLOCK_TOLERANCE_SECONDS"],
                                     tz_name=cfg["TIMEZONE"])
             writer.preload([c["id"] for c in changes if "status" not in c])
@@ -231,7 +261,7 @@ def push():
                               cfg["RETRY_AFTER_SECONDS"]) from None
         raise
     # Only now, after COMMIT, is the batch acknowledged.
-    return _json_answer(answer)
+    return _push_answer(db, answer, envelope["records"])
 
 
 def _limit():

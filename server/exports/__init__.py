@@ -14,7 +14,8 @@ Layout of one export (README "Export"):
 - one header row: `id`, `area`, the form's fields in definition order (the
   newest version's order; fields only older versions had come after), the
   computed fields, then `created_by`, `created_at`, `updated_at`, `device`,
-  `flags`, and `deleted` only when deleted records were asked for;
+  `flags`, `warnings` (the stored validation warnings, "field: message"
+  joined by " | "), and `deleted` only when deleted records were asked for;
 - multi_choice values joined with `MULTI_SEPARATOR` (";"), flags too;
 - a geopoint as "lat lon" or "lat lon accuracy_m" (ODK's order);
 - a repeat's column holds its number of entries; the entries themselves go to

@@ -7,8 +7,10 @@ cells: see cells.py). `Tally` counts the rows written, per sheet or file.
 """
 from dataclasses import dataclass, field
 
+from schemas.forms import describe_errors
+
 LEADING = ("id", "area")
-TRAILING = ("created_by", "created_at", "updated_at", "device", "flags")
+TRAILING = ("created_by", "created_at", "updated_at", "device", "flags", "warnings")
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,8 @@ def layout(forms, include_deleted=False):
 
 
 _ENVELOPE_TYPES = {"created_by": "string", "created_at": "datetime",
-                   "updated_at": "datetime", "device": "string", "flags": "flags"}
+                   "updated_at": "datetime", "device": "string", "flags": "flags",
+                   "warnings": "string"}
 
 
 def _computed_type(spec):
@@ -104,6 +107,11 @@ def _value(record, column):
         return (record.get("computed") or {}).get(column.name)
     if column.name == "deleted":
         return bool(record.get("deleted"))
+    if column.name == "warnings":
+        # The stored validation warnings, one "field: message" each (JSONL
+        # keeps them as stored, {field: [message]}).
+        warnings = record.get("warnings")
+        return " | ".join(describe_errors(warnings)) if warnings else None
     return record.get(column.name)
 
 

@@ -61,18 +61,19 @@ def _where(form, filters, form_column="form"):
 
 
 _COLUMNS = ("id, form, form_version, area, data, computed, deleted, created_at, "
-            "updated_at, created_by, device, flags, seq")
+            "updated_at, created_by, device, flags, warnings, seq")
 
 
 def _row_dict(row):
     (rid, form, version, area, data, computed, deleted, created_at, updated_at,
-     created_by, device, flags, seq) = row
+     created_by, device, flags, warnings, seq) = row
     return {"id": rid, "form": form, "form_version": version, "area": area,
             "data": json.loads(data) if data else {},
             "computed": json.loads(computed) if computed else {},
             "deleted": bool(deleted), "created_at": created_at,
             "updated_at": updated_at, "created_by": created_by, "device": device,
-            "flags": json.loads(flags) if flags else [], "seq": seq}
+            "flags": json.loads(flags) if flags else [],
+            "warnings": json.loads(warnings) if warnings else None, "seq": seq}
 
 
 class Snapshot:
