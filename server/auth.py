@@ -117,6 +117,56 @@ def disable_user(db, username, by=None):
         audit(db, by, "user_disable", {"username": username})
 
 
+def enable_user(db, username, by=None):
+    """Enable a disabled user; their devices sign in again (tokens stay revoked)."""
+    with write_transaction(db):
+        user = get_user(db, username)
+        if not user:
+            raise UserError(f"No user {username!r}.")
+        db.execute("UPDATE users SET disabled = 0 WHERE id = ?", [user["id"]])
+        audit(db, by, "user_enable", {"username": username})
+
+
+def unlock_user(db, username, by=None):
+    """Forget a user's failed sign-ins, lifting a lock-out before the window ends.
+
+    Failures counted against the signing-in address stay: an address that
+    guessed at many names is not let off by unlocking one of them.
+    :returns: how many failures were forgotten.
+    """
+    with write_transaction(db):
+        if not get_user(db, username):
+            raise UserError(f"No user {username!r}.")
+        count = db.execute("SELECT count(*) FROM login_failures WHERE key = ?",
+                           [f"user:{username}"]).fetchone()[0]
+        clear_failures(db, username)
+        audit(db, by, "user_unlock", {"username": username, "failures": count})
+    return count
+
+
+def is_locked(db, username):
+    """True if `username` has reached the per-user failed sign-in limit."""
+    since = time.time() - current_app.config["LOGIN_WINDOW_SECONDS"]
+    count = db.execute("SELECT count(*) FROM login_failures WHERE key = ? AND at > ?",
+                       [f"user:{username}", since]).fetchone()[0]
+    return count >= current_app.config["LOGIN_MAX_FAILURES_PER_USER"]
+
+
+def revoke_device(db, username, device_id, by=None):
+    """Revoke every live token of one device of a user (it must sign in again).
+
+    :returns: how many tokens were revoked.
+    """
+    with write_transaction(db):
+        user = get_user(db, username)
+        if not user:
+            raise UserError(f"No user {username!r}.")
+        cur = db.execute("UPDATE tokens SET revoked_at = ? WHERE user_id = ? AND device_id = ? "
+                         "AND revoked_at IS NULL", [clock.now_iso(), user["id"], device_id])
+        audit(db, by, "device_revoke", {"username": username, "device_id": device_id})
+    return cur.rowcount
+
+
 def set_password(db, username, password, by=None):
     """Change a password and revoke the user's tokens (devices sign in again)."""
     _check_password(password)
@@ -187,10 +237,11 @@ def record_failure(db, username, address):
             db.execute("INSERT INTO login_failures (key, at) VALUES (?, ?)", [key, now])
 
 
-def login(db, username, password, device_id, app_version, address):
-    """Check the password and issue a token for this device.
+def check_credentials(db, username, password, address):
+    """The user if the password is right and the account enabled; else ApiError.
 
-    :returns: (token, expires_at, user)
+    Shared by the API's login and the console's sign-in, so both count
+    failures against the same limits (429 `too_many_attempts`).
     """
     check_rate_limit(db, username, address)
     user_rows = list(db.query("SELECT * FROM users WHERE username = ?", [username]))
@@ -208,11 +259,25 @@ def login(db, username, password, device_id, app_version, address):
     if user["disabled"]:
         raise ApiError("account_disabled", "This account is disabled; ask your "
                        "supervisor or administrator.", 403)
+    return user
+
+
+def clear_failures(db, username):
+    """Forget a user's failed sign-ins; call inside a write transaction."""
+    db.execute("DELETE FROM login_failures WHERE key = ?", [f"user:{username}"])
+
+
+def login(db, username, password, device_id, app_version, address):
+    """Check the password and issue a token for this device.
+
+    :returns: (token, expires_at, user)
+    """
+    user = check_credentials(db, username, password, address)
     token = secrets.token_urlsafe(32)
     now = clock.utc_now()
     expires = now + timedelta(days=current_app.config["TOKEN_LIFETIME_DAYS"])
     with write_transaction(db):
-        db.execute("DELETE FROM login_failures WHERE key = ?", [f"user:{username}"])
+        clear_failures(db, username)
         db.execute("INSERT INTO tokens (token_hash, user_id, device_id, created_at, "
                    "expires_at) VALUES (?, ?, ?, ?, ?)",
                    [token_hash(token), user["id"], device_id, clock.iso(now),
