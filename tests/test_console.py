@@ -290,3 +290,38 @@ def test_cli_enable_and_unlock(db_path):
         .fetchone()[0] == 0
     missing = runner.invoke(cli, ["--db", db, "user", "unlock", "nobody"])
     assert missing.exit_code == 1 and "No user 'nobody'" in missing.output
+
+
+def test_vietnamese_names_sort_in_dictionary_order():
+    from server.console.text import sort_key
+    names = ["Lý", "Đinh", "Ánh", "Dương", "Ấn", "An", "Lê", "Ă"]
+    assert sorted(names, key=sort_key) == ["An", "Ánh", "Ă", "Ấn", "Dương", "Đinh", "Lê", "Lý"]
+
+
+def test_opening_a_cp_report_is_an_audited_restricted_read(client, app):
+    from conftest import cp_report
+    admin = login(client, "admin", device_id="dev-admin")
+    rid = str(uuid.uuid4())
+    push(client, admin, "dev-admin", [change(cp_report(), record_id=rid, form="cp_report",
+                                             hlc=hlc_at(now_ms(), "dev-admin"))])
+    sign_in(client, "sup")
+    assert client.get(f"/records/{rid}").status_code == 200
+    with app.app_context():
+        from server.db import get_db
+        rows = get_db().execute("SELECT username, details FROM audit WHERE action = "
+                                "'restricted_read'").fetchall()
+    assert [(u, rid in d) for u, d in rows] == [("sup", True)]
+    # Restricted to supervisors and admins: were it restricted to admins, a
+    # supervisor would get the 404 of a record that does not exist.
+    with app.app_context():
+        from server.db import get_db
+        import json
+        db = get_db()
+        definition = json.loads(db.execute("SELECT definition FROM forms WHERE id = "
+                                           "'cp_report'").fetchone()[0])
+        definition["restricted_to"] = ["admin"]
+        definition["version"] = 2
+        from server import catalog
+        catalog.publish(db, definition)
+    assert client.get(f"/records/{rid}").status_code == 404
+    assert "cp_report" not in client.get("/downloads").text

@@ -41,8 +41,9 @@ def _forms_sql(hidden, column="form"):
     return f" AND {column} NOT IN ({', '.join('?' * len(hidden))})", list(hidden)
 
 
-def open_conflicts(db, user, hidden, form=None, limit=200):
-    """Open conflict rows in scope, oldest first, and how many there are."""
+def open_conflicts(db, user, hidden, form=None, after=0, limit=200):
+    """Open conflict rows in scope after id `after`, oldest first, and how
+    many are open in all."""
     where, params = area_sql(user)
     forms_sql, forms = _forms_sql(hidden)
     sql = f"FROM conflicts WHERE status = 'open' AND {where}{forms_sql}"
@@ -51,7 +52,8 @@ def open_conflicts(db, user, hidden, form=None, limit=200):
         sql += " AND form = ?"
         params.append(form)
     total = db.execute("SELECT count(*) " + sql, params).fetchone()[0]
-    rows = list(db.query("SELECT * " + sql + " ORDER BY id LIMIT ?", params + [limit]))
+    rows = list(db.query("SELECT * " + sql + " AND id > ? ORDER BY id LIMIT ?",
+                         params + [after, limit]))
     return rows, total
 
 

@@ -24,6 +24,26 @@ def fold(text):
     return " ".join(bare.casefold().split())
 
 
+# Vietnamese dictionary order: letters with their vowel marks are letters of
+# their own (a < ă < â, d < đ, o < ô < ơ, u < ư); the five tones come second,
+# in the order ngang, huyền, hỏi, ngã, sắc, nặng.
+_ALPHABET = {c: i for i, c in enumerate("aăâbcdđeêfghijklmnoôơpqrstuưvwxyz")}
+_TONES = {"\u0300": 1, "\u0309": 2, "\u0303": 3, "\u0301": 4, "\u0323": 5}
+
+
+def sort_key(text):
+    """A key that sorts Vietnamese names as a Vietnamese reader expects:
+    "Dương" before "Đinh", "Ánh" after "An", tones only to break ties."""
+    letters, tones = [], []
+    for char in (text or "").casefold():
+        parts = unicodedata.normalize("NFD", char)
+        tone = next((_TONES[c] for c in parts if c in _TONES), 0)
+        base = unicodedata.normalize("NFC", "".join(c for c in parts if c not in _TONES))
+        letters.append(_ALPHABET.get(base, 100 + ord(base[0]) if base else 0))
+        tones.append(tone)
+    return letters, tones, text or ""
+
+
 def language():
     locale = get_locale()
     return locale.language if locale else "vi"

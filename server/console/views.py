@@ -15,11 +15,13 @@ from ..scope import covers
 from ..storage import get_record
 from . import bp, queries
 from .session import signed_in
-from .text import label, parse_time, tz
+from .text import label, parse_time, sort_key, tz
 
 #: A device whose last push or pull is older than this is "behind".
 BEHIND = timedelta(days=1)
 CHART_DAYS = 30
+#: Conflicts per page: a page with choice lists stays well under 100 KB.
+PAGE = 25
 
 
 def _forms(catalog):
@@ -30,7 +32,7 @@ def _forms(catalog):
         d = form.definition
         if d["id"] not in hidden:
             newest[d["id"]] = d
-    return dict(sorted(newest.items(), key=lambda kv: label(kv[1].get("title", kv[0]))))
+    return dict(sorted(newest.items(), key=lambda kv: sort_key(label(kv[1].get("title", kv[0])))))
 
 
 def _last_sync(device):
@@ -122,8 +124,12 @@ def conflicts():
     db = get_db()
     catalog = Catalog(db)
     hidden = catalog.unreadable_forms(g.user)
-    rows, total = queries.open_conflicts(db, g.user, hidden,
+    after = request.args.get("after", "")
+    after = int(after) if after.isascii() and after.isdigit() and len(after) < 19 else 0
+    rows, total = queries.open_conflicts(db, g.user, hidden, after=after, limit=PAGE + 1,
                                          form=request.args.get("form") or None)
+    more = len(rows) > PAGE
+    rows = rows[:PAGE]
     stored = {r["record_id"]: get_record(db, r["record_id"]) for r in rows}
     items = [_conflict_view(r, catalog, stored.get(r["record_id"])) for r in rows]
     restricted = sorted({i["form"] for i in items} & set(catalog.restricted_forms()))
@@ -132,6 +138,7 @@ def conflicts():
             audit(db, g.user["username"], "restricted_read",
                   {"forms": restricted, "via": "console_conflicts"})
     return render_template("conflicts.html", items=items, total=total,
+                           next_after=rows[-1]["id"] if more else None,
                            forms=_forms(catalog), DELETED=DELETED)
 
 
@@ -255,6 +262,8 @@ def records():
     query = (request.args.get("q") or "").strip()[:100] or None
     rows = queries.browse(db, g.user, hidden, queries.name_fields(catalog), form=form,
                           area=area, query=query)
+    if query:  # a search lists names in Vietnamese order; browsing, newest first
+        rows.sort(key=lambda r: sort_key(r["name"] or ""))
     restricted = sorted({r["form"] for r in rows} & set(catalog.restricted_forms()))
     if restricted:
         with write_transaction(db):
@@ -319,6 +328,7 @@ def record(record_id):
                 for child in queries.children(db, g.user, hidden, names, other["id"],
                                               spec["name"], record_id):
                     kids.append({**child, "title": label(other.get("title", other["id"]))})
+    kids.sort(key=lambda k: (k["title"], sort_key(k["name"] or "")))
     history = [_conflict_view(c, catalog, stored) for c in queries.record_conflicts(db, record_id)]
     if stored["form"] in catalog.restricted_forms():
         with write_transaction(db):
