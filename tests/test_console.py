@@ -325,3 +325,22 @@ def test_opening_a_cp_report_is_an_audited_restricted_read(client, app):
         catalog.publish(db, definition)
     assert client.get(f"/records/{rid}").status_code == 404
     assert "cp_report" not in client.get("/downloads").text
+
+
+def test_downloads_stream_the_api_exports_with_since_and_area(client):
+    hw = login(client, "hw", device_id="dev-hw")
+    push(client, hw, "dev-hw", [change(household(head_name="Lò Văn Páo"),
+                                       hlc=hlc_at(now_ms(), "dev-hw"))])
+    sign_in(client, "sup")
+    page = client.get("/downloads")
+    for name in ("all.xlsx", "all.zip", "household.csv", "household.xlsx", "household.jsonl"):
+        assert f"/downloads/{name}" in page.text
+    today = client.get("/downloads/household.csv?since=2000-01-01&area=")
+    assert today.status_code == 200 and "Lò Văn Páo" in today.get_data(as_text=True)
+    assert today.headers["X-Fieldsync-Count"] == "1"
+    later = client.get("/downloads/household.csv?since=2999-01-01&area=")
+    assert later.headers["X-Fieldsync-Count"] == "0"
+    outside = client.get("/downloads/household.csv?since=&area=QN.TB")
+    assert outside.status_code == 403 and "text/html" in outside.content_type
+    bad = client.get("/downloads/household.csv?since=yesterday")
+    assert bad.status_code == 400 and "ISO 8601" in bad.text
