@@ -242,6 +242,7 @@ def test_script_in_a_field_is_not_executed(page, site, shots):
     page.goto(site.url + "/records/" + site.ids["script"])
     assert "<script>window.__xss=1</script>" in page.locator("table.fields").inner_text()
     assert page.evaluate("window.__xss") is None
+    page.screenshot(path=shots / "script-as-text.png")
     page.goto(site.url + "/records?q=script")
     assert page.locator("table.records tbody a").all_inner_texts() == [
         "<script>window.__xss=1</script>"]

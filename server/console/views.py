@@ -2,7 +2,7 @@
 import json
 from datetime import datetime, timedelta, timezone
 
-from flask import abort, current_app, flash, g, redirect, render_template, request, url_for
+from flask import abort, flash, g, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 
 from ..api.devices import device_rows
