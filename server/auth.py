@@ -117,6 +117,56 @@ def disable_user(db, username, by=None):
         audit(db, by, "user_disable", {"username": username})
 
 
+def enable_user(db, username, by=None):
+    """Enable a disabled user; their devices sign in again (tokens stay revoked)."""
+    with write_transaction(db):
+        user = get_user(db, username)
+        if not user:
+            raise UserError(f"No user {username!r}.")
+        db.execute("UPDATE users SET disabled = 0 WHERE id = ?", [user["id"]])
+        audit(db, by, "user_enable", {"username": username})
+
+
+def unlock_user(db, username, by=None):
+    """Forget a user's failed sign-ins, lifting a lock-out before the window ends.
+
+    Failures counted against the signing-in address stay: an address that
+    guessed at many names is not let off by unlocking one of them.
+    :returns: how many failures were forgotten.
+    """
+    with write_transaction(db):
+        if not get_user(db, username):
+            raise UserError(f"No user {username!r}.")
+        count = db.execute("SELECT count(*) FROM login_failures WHERE key = ?",
+                           [f"user:{username}"]).fetchone()[0]
+        clear_failures(db, username)
+        audit(db, by, "user_unlock", {"username": username, "failures": count})
+    return count
+
+
+def is_locked(db, username):
+    """True if `username` has reached the per-user failed sign-in limit."""
+    since = time.time() - current_app.config["LOGIN_WINDOW_SECONDS"]
+    count = db.execute("SELECT count(*) FROM login_failures WHERE key = ? AND at > ?",
+                       [f"user:{username}", since]).fetchone()[0]
+    return count >= current_app.config["LOGIN_MAX_FAILURES_PER_USER"]
+
+
+def revoke_device(db, username, device_id, by=None):
+    """Revoke every live token of one device of a user (it must sign in again).
+
+    :returns: how many tokens were revoked.
+    """
+    with write_transaction(db):
+        user = get_user(db, username)
+        if not user:
+            raise UserError(f"No user {username!r}.")
+        cur = db.execute("UPDATE tokens SET revoked_at = ? WHERE user_id = ? AND device_id = ? "
+                         "AND revoked_at IS NULL", [clock.now_iso(), user["id"], device_id])
+        audit(db, by, "device_revoke", {"username": username, "device_id": device_id})
+    return cur.rowcount
+
+
 def set_password(db, username, password, by=None):
     """Change a password and revoke the user's tokens (devices sign in again)."""
     _check_password(password)
@@ -196,13 +246,14 @@ def _invalid_credentials():
     return ApiError("invalid_credentials", "Wrong username or password.", 401)
 
 
-def login(db, username, password, device_id, app_version, address):
-    """Check the password and issue a token for this device.
+def check_credentials(db, username, password, address):
+    """The user if the password is right and the account enabled; else ApiError.
 
-    A device belongs to the first user who signs in on it, until an admin
-    releases it (`release_device`): another user's sign-in there is refused.
-
-    :returns: (token, expires_at, user)
+    Shared by the API's login and the console's sign-in, so both count
+    failures against the same limits (429 `too_many_attempts`). The attempt
+    is counted before the password is checked (`_reserve_attempt`) and taken
+    back on success; an unknown user, a wrong password and a disabled
+    account get the same answer.
     """
     attempt = _reserve_attempt(db, username, address)
     user_rows = list(db.query("SELECT * FROM users WHERE username = ?", [username]))
@@ -215,13 +266,30 @@ def login(db, username, password, device_id, app_version, address):
         ok = False
     if not ok or user_rows[0]["disabled"]:
         raise _invalid_credentials()  # the attempt stays counted
-    user = _user_from_row(user_rows[0])
+    with write_transaction(db):
+        db.execute("DELETE FROM login_failures WHERE key = ? OR rowid IN (?, ?)",
+                   [f"user:{username}", *attempt])
+    return _user_from_row(user_rows[0])
+
+
+def clear_failures(db, username):
+    """Forget a user's failed sign-ins; call inside a write transaction."""
+    db.execute("DELETE FROM login_failures WHERE key = ?", [f"user:{username}"])
+
+
+def login(db, username, password, device_id, app_version, address):
+    """Check the password and issue a token for this device.
+
+    A device belongs to the first user who signs in on it, until an admin
+    releases it (`release_device`): another user's sign-in there is refused.
+
+    :returns: (token, expires_at, user)
+    """
+    user = check_credentials(db, username, password, address)
     token = secrets.token_urlsafe(32)
     now = clock.utc_now()
     expires = now + timedelta(days=current_app.config["TOKEN_LIFETIME_DAYS"])
     with write_transaction(db):
-        db.execute("DELETE FROM login_failures WHERE key = ? OR rowid IN (?, ?)",
-                   [f"user:{username}", *attempt])
         owner = db.execute("SELECT username FROM devices WHERE device_id = ?",
                            [device_id]).fetchone()
         taken = owner is not None and owner[0] is not None and owner[0] != username

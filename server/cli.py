@@ -98,7 +98,7 @@ def _read_password(confirm):
 
 @cli.group()
 def user():
-    """Add, list, disable users and set passwords."""
+    """Add, list, disable, enable, unlock users and set passwords."""
 
 
 @user.command("add")
@@ -141,6 +141,30 @@ def user_disable(ctx, name):
     except auth.UserError as exc:
         raise click.ClickException(str(exc))
     click.echo(f"Disabled {name}; their devices are signed out.")
+
+
+@user.command("enable")
+@click.argument("name")
+@click.pass_context
+def user_enable(ctx, name):
+    """Enable NAME again (their devices sign in anew)."""
+    try:
+        auth.enable_user(_open(ctx), name, by="cli")
+    except auth.UserError as exc:
+        raise click.ClickException(str(exc))
+    click.echo(f"Enabled {name}; they can sign in again.")
+
+
+@user.command("unlock")
+@click.argument("name")
+@click.pass_context
+def user_unlock(ctx, name):
+    """Forget NAME's failed sign-ins, so a locked-out user may try again now."""
+    try:
+        count = auth.unlock_user(_open(ctx), name, by="cli")
+    except auth.UserError as exc:
+        raise click.ClickException(str(exc))
+    click.echo(f"Unlocked {name} ({count} recent failed sign-ins forgotten).")
 
 
 @user.command("passwd")
