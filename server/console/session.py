@@ -20,7 +20,8 @@ from werkzeug.exceptions import HTTPException
 from .. import auth
 from ..db import get_db
 from ..errors import ApiError
-from . import LANGUAGE_COOKIE, LANGUAGES, bp, queries
+from . import queries
+from .blueprint import LANGUAGE_COOKIE, LANGUAGES, bp
 
 CONSOLE_ROLES = ("supervisor", "admin")
 
