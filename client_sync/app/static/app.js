@@ -61,11 +61,12 @@ function liveForm(form) {
 }
 
 function syncButton(form) {
-  var text = document.querySelector("[data-sync-text]");
+  var text = document.querySelector("[data-sync-text]") ||
+    document.querySelector("[data-sync-status]");
   var bar = document.querySelector("[data-sync-progress]");
   var button = form.querySelector("[data-sync-button]");
   function show(p) {
-    if (text) { text.textContent = p.text; }
+    if (text) { text.textContent = p.text; text.hidden = false; }
     if (bar) {
       bar.hidden = !p.running;
       if (p.total) { bar.max = p.total; bar.value = p.done; } else { bar.removeAttribute("value"); }
@@ -96,9 +97,9 @@ function syncButton(form) {
       .then(function () { poll(); });
   });
   var last = window.sessionStorage.getItem("fieldsync-sync-text");
-  if (last && text) {
+  if (last) {
     window.sessionStorage.removeItem("fieldsync-sync-text");
-    text.textContent = last;
+    if (text) { text.textContent = last; text.hidden = false; }
     document.body.setAttribute("data-sync", "ok");
   }
 }
