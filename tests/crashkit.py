@@ -373,12 +373,17 @@ def await_ready(url, timeout=60):
 # -- checking the server against the model ------------------------------------------
 
 def read_db(path):
-    """{id: row} with state decoded, plus the integrity check and seq/id counts."""
+    """{id: row} with state decoded, plus the integrity check, the sequence
+    counter, and the batches and their `push` audit entries."""
     conn = sqlite3.connect(path)
     try:
         integrity = conn.execute("PRAGMA integrity_check").fetchall()
         counts = conn.execute("SELECT count(*), count(DISTINCT id), count(DISTINCT seq), "
                               "count(seq) FROM records").fetchone()
+        seq_meta = int(conn.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0])
+        seq_max = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM records").fetchone()[0]
+        pushes = [json.loads(d) for (d,) in conn.execute(
+            "SELECT details FROM audit WHERE action = 'push'")]
         rows = {}
         for rid, state, data, seq, deleted in conn.execute(
                 "SELECT id, state, data, seq, deleted FROM records"):
@@ -390,7 +395,8 @@ def read_db(path):
     finally:
         conn.close()
     return {"integrity": [r[0] for r in integrity], "counts": counts, "rows": rows,
-            "batches": batches, "conflicts": conflicts}
+            "batches": batches, "conflicts": conflicts, "seq": (seq_meta, seq_max),
+            "applied_batches": [(p["device_id"], p["batch_id"]) for p in pushes]}
 
 
 def registers(row):
@@ -409,14 +415,23 @@ def verify(model_batches, db):
     - no wrong winner: the stored (clock, value) is exactly one that was sent
       (an unacknowledged change may have committed before a kill: it may win
       only with the larger clock, and then exactly as sent);
-    - nothing doubled: ids and seqs unique; nothing stored that nobody sent.
+    - nothing doubled: each stored batch was applied exactly once (one
+      `push` audit entry per batch row, written in its transaction), the
+      sequence counter is the largest stored seq (a write never reuses or
+      skips past it); nothing stored that nobody sent. (Ids and seqs being
+      unique is the schema's job: checking it here could not fail.)
     """
     problems = []
     if db["integrity"] != ["ok"]:
         problems.append(f"integrity_check: {db['integrity'][:5]}")
-    total, distinct_ids, distinct_seq, seqs = db["counts"]
-    if not total == distinct_ids == distinct_seq == seqs:
-        problems.append(f"doubled: rows={total} ids={distinct_ids} seqs={distinct_seq}/{seqs}")
+    applied = db["applied_batches"]
+    if len(applied) != len(set(applied)) or set(applied) != db["batches"]:
+        twice = sorted({b for b in applied if applied.count(b) > 1})
+        problems.append(f"doubled: batches applied twice {twice[:3]}, applied without a "
+                        f"batch row {sorted(set(applied) - db['batches'])[:3]}, stored "
+                        f"unapplied {sorted(db['batches'] - set(applied))[:3]}")
+    if db["seq"][0] != db["seq"][1]:
+        problems.append(f"sequence counter {db['seq'][0]} != largest stored seq {db['seq'][1]}")
     sent = {}        # (id, field) -> {clock: value}
     acked_max = {}   # (id, field) -> largest acknowledged clock
     created_acked, all_ids = set(), set()

@@ -7,6 +7,10 @@ request by the start of its request line (``b"POST /api/v1/sync/push"``):
 
 - ``cut_request``: forward only the first ``after`` bytes of the request, then
   hang up both sides (an upload cut mid-way; the server stores nothing).
+- ``cut_body``: the same, ``after`` bytes into the request's *body*: the cut
+  point is the header length (found in the stream, never assumed) plus
+  ``after``. ``body_cuts`` records (header length, body length, bytes of
+  the body forwarded) for each, so a test can assert the body was cut.
 - ``drop_response``: forward the whole request, let the server answer (so it
   has committed), then swallow the answer and hang up: the client cannot know
   whether its push landed.
@@ -37,6 +41,7 @@ class FaultProxy:
         self.rng = random.Random(seed)
         self.stats = Counter()
         self.cut_answers = []  # what the client got of each cut answer
+        self.body_cuts = []    # cut_body: (header length, Content-Length, body bytes sent)
         self.lock = threading.Lock()
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -50,7 +55,7 @@ class FaultProxy:
 
     def add(self, mode, prefix, *, after=0, count=1):
         """Apply ``mode`` to the next ``count`` requests starting with ``prefix``."""
-        assert mode in ("cut_request", "drop_response", "cut_response")
+        assert mode in ("cut_request", "cut_body", "drop_response", "cut_response")
         with self.lock:
             self.rules.append([mode, prefix, after, count])
         return self
@@ -69,6 +74,14 @@ class FaultProxy:
                 if x < self.p_drop + self.p_cut:
                     return "cut_request", self.rng.randint(1, 400)
         return None, 0
+
+    @staticmethod
+    def _content_length(head):
+        for line in head.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                return int(value.strip() or 0)
+        return 0
 
     def _too_large(self, head):
         if not head[:1].isalpha():
@@ -90,6 +103,7 @@ class FaultProxy:
 
         async def upstream():
             sent_of_request, cut_after = 0, None
+            body_cut, head = None, b""   # cut_body: bytes into the body; headers so far
             try:
                 while data := await client_r.read(65536):
                     if self.max_body is not None and self._too_large(data):
@@ -104,11 +118,14 @@ class FaultProxy:
                         await client_w.drain()
                         client_w.close()
                         break
-                    if cut_after is None:
+                    if cut_after is None and body_cut is None:
                         mode, after = self._choose(data)
                         if mode == "cut_request":
                             cut_after = after
                             self.stats["cut_request"] += 1
+                        elif mode == "cut_body":
+                            body_cut = after
+                            self.stats["cut_body"] += 1
                         elif mode == "drop_response":
                             state["drop"] = True
                             self.stats["drop_response"] += 1
@@ -118,6 +135,18 @@ class FaultProxy:
                                 state["cut_index"] = len(self.cut_answers)
                                 self.cut_answers.append(b"")
                             self.stats["cut_response"] += 1
+                    if body_cut is not None and cut_after is None:
+                        head += data
+                        end = head.find(b"\r\n\r\n")
+                        if end < 0:  # headers not complete yet: all of it goes
+                            up_w.write(data)
+                            await up_w.drain()
+                            sent_of_request += len(data)
+                            continue
+                        header_len = end + 4
+                        cut_after = header_len + body_cut
+                        length = self._content_length(head)
+                        self.body_cuts.append((header_len, length, min(body_cut, length)))
                     if cut_after is not None:
                         room = cut_after - sent_of_request
                         up_w.write(data[:max(0, room)])

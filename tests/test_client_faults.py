@@ -69,14 +69,24 @@ def local_data(client):
     return {r["id"]: r["data"] for r in client.list()}
 
 
-def test_push_cut_mid_upload_is_retried_within_the_sync(server_process, proxy, tmp_path):
+@pytest.mark.parametrize("k", [1, 200])
+def test_push_cut_mid_upload_is_retried_within_the_sync(server_process, proxy, tmp_path, k):
+    """Cut `k` bytes into the push's body (after its headers, whatever their
+    length: issue 18 found a fixed 300-byte cut that never reached the body)."""
     d = login(tmp_path / "d", proxy.url)
     ids = [d.add("household", household(i)) for i in range(20)]
-    proxy.add("cut_request", PUSH, after=300, count=2)
+    proxy.add("cut_body", PUSH, after=k, count=2)
     report = d.sync()
-    assert proxy.stats["cut_request"] == 2
+    assert proxy.stats["cut_body"] == 2
+    # Both cuts fell inside the body: some of it sent, not all.
+    assert [sent for _, _, sent in proxy.body_cuts] == [k, k]
+    assert all(0 < sent < length for _, length, sent in proxy.body_cuts), proxy.body_cuts
     assert report.complete and report.applied == 20
     assert set(server_data(server_process)) == set(ids)
+    # The cut uploads stored nothing: one batch, applied once.
+    assert server_query(server_process, "SELECT COUNT(*) FROM batches")[0][0] == 1
+    assert server_query(server_process, "SELECT COUNT(*) FROM audit WHERE action = 'push'"
+                        )[0][0] == 1
 
 
 def test_reply_dropped_after_commit_is_not_doubled(server_process, proxy, tmp_path):
@@ -212,28 +222,54 @@ for i in range(start, start + 1000):
 """
 
 
-def test_client_killed_at_random_points_loses_and_doubles_nothing(server_process, tmp_path):
+def test_client_killed_at_random_points_loses_and_doubles_nothing(server_process, proxy,
+                                                                  tmp_path):
+    """Kills at random points, and every other one at a fixed point: after
+    the server committed the device's batch, before the device read the
+    answer (the proxy swallows push answers, the test waits for the commit).
+    Those must leave the batch frozen on the device, already committed on
+    the server; the next sync resends it and the server applies it once."""
     data_dir = tmp_path / "killed"
-    login(data_dir, server_process.url).close()
+    login(data_dir, proxy.url).close()
     rng = random.Random(int(os.environ.get("KILL_SEED", "11")))
-    saved, start, mid_push = [], 0, 0
-    for _ in range(int(os.environ.get("KILLS", "8"))):
+    saved, start, frozen, gated = [], 0, [], 0
+    for kill in range(int(os.environ.get("KILLS", "8"))):
+        gate = kill % 2 == 0
+        committed = {r[0] for r in server_query(server_process, "SELECT batch_id FROM batches")}
+        if gate:
+            proxy.add("drop_response", PUSH, count=1000)
         proc = subprocess.Popen([sys.executable, "-c", WORKER, str(data_dir), str(start)],
                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
         # A few records saved (however slow the machine), then a kill at a
-        # random point of what follows: an add, an edit or a sync.
+        # random point of what follows (an add, an edit or a sync), or, gated,
+        # once a new batch of this device has committed on the server.
         first = b"".join(proc.stdout.readline() for _ in range(rng.randint(2, 6)))
-        time.sleep(rng.uniform(0.0, 1.0))
+        if gate:
+            wait_until(lambda: {r[0] for r in server_query(
+                server_process, "SELECT batch_id FROM batches")} - committed,
+                "a batch committed while its answer is held")
+            gated += 1
+        else:
+            time.sleep(rng.uniform(0.0, 1.0))  # a random kill point, not a synchronisation
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
+        proxy.rules.clear()
         saved += (first + out).decode().split()
         start += 1000
         probe = Store(data_dir / "device.db")
-        mid_push += probe.pending_batch() is not None
+        pending = probe.pending_batch()
         probe.close()
-    assert len(saved) > 10
-    print(f"{len(saved)} records saved, {mid_push} kills left a batch unanswered")
+        if gate:
+            # Frozen in flight: the device still holds the batch the server committed.
+            assert pending is not None, "a gated kill left no batch in flight"
+            stored = {r[0] for r in server_query(server_process,
+                                                 "SELECT batch_id FROM batches")}
+            assert pending[0] in stored - committed
+        if pending is not None:
+            frozen.append(pending[0])
+    assert len(saved) > 10 and gated >= 4
+    assert len([b for b in frozen]) >= gated
     store = Store(data_dir / "device.db")
     assert store.integrity_check() == "ok"
     store.close()
@@ -244,6 +280,13 @@ def test_client_killed_at_random_points_loses_and_doubles_nothing(server_process
     assert local == server  # exactly the same records and values on both sides
     assert d.status()["pending"] == 0
     assert server_query(server_process, "SELECT COUNT(*) FROM conflicts")[0][0] == 0
+    # Each batch applied once: one push audit entry per stored batch, even for
+    # the frozen ones the device sent again after its restart.
+    pushes = [json.loads(r[0])["batch_id"] for r in server_query(
+        server_process, "SELECT details FROM audit WHERE action = 'push'")]
+    batches = [r[0] for r in server_query(server_process, "SELECT batch_id FROM batches")]
+    assert sorted(pushes) == sorted(batches) and len(set(pushes)) == len(pushes)
+    assert set(frozen) <= set(batches)
 
 
 # -- device clocks ---------------------------------------------------------------------

@@ -1,0 +1,45 @@
+"""Tests written to kill mutants that survived `make mutation` in
+schemas/merge.py (docs/mutation.md lists each and why)."""
+import pytest
+
+from schemas.clock import format_hlc
+from schemas.merge import ClockReused, merge, node_of
+
+RID = "01938f3e-5b2f-7c1e-9b1a-2a6c8f3e9d10"
+
+
+def _change(clock, data):
+    return {"id": RID, "form": "household", "form_version": 1, "area": "QN.LM.03",
+            "data": data, "hlc": clock}
+
+
+def test_clock_reused_names_the_field_in_its_message():
+    """ClockReused.__init__ mutant 1 (message replaced by None): the server's
+    clock_reused rejection and the device's log name the field from it."""
+    clock = format_hlc(1_700_000_000_000, 0, "dev-a")
+    stored = merge(None, _change(clock, {"head_name": "A"}), device="dev-a", user="u").record
+    with pytest.raises(ClockReused) as info:
+        merge(stored, _change(clock, {"head_name": "B"}), device="dev-a", user="u")
+    assert info.value.field == "head_name"
+    assert str(info.value) == "clock reused with a different value for 'head_name'"
+
+
+def test_node_of_is_the_clock_node():
+    """node_of mutant 1 had no test at all."""
+    assert node_of(format_hlc(1_700_000_000_000, 3, "dev-a1b2")) == "dev-a1b2"
+
+
+def test_a_record_without_fields_relists_to_common_as_to_wire_makes_it():
+    """relist_clocks mutant 35 (common_hlc's fallback `hlc` replaced by None):
+    only a record with no field tells them apart (a create that is only a
+    tombstone); it then gained `"common_hlc": null`, which no device reads."""
+    from schemas.merge import readable_wire, relist_clocks, to_wire
+    clock = format_hlc(1_700_000_000_000, 0, "dev-a")
+    state = merge(None, {**_change(clock, {}), "deleted": True}, device="dev-a",
+                  user="u").record
+    assert state["fields"] == {}
+    for given in ("all", "sparse", "common"):
+        for mode in ("all", "sparse", "common"):
+            again = relist_clocks(to_wire(state, clocks=given), mode)
+            assert again == to_wire(state, clocks=mode), (given, mode)
+            assert readable_wire(again)
