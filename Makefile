@@ -21,8 +21,19 @@ run: $(STAMP)
 	$(BIN)/fieldsync-server init
 	$(BIN)/fieldsync-server serve --host 127.0.0.1 --port $(PORT)
 
+# Shuffled order (pytest-randomly) with a new seed each run, printed at the top
+# ("Using --randomly-seed=N"); the same seed drives hypothesis. Replay a run
+# with `make test SEED=N`; PYTEST_ARGS adds pytest options (-x, -k, a path).
+ifeq ($(origin SEED), undefined)
+SEED := $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+endif
+PYTEST_ARGS ?=
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not net2g"
+	@echo "Using --randomly-seed=$(SEED) (order and hypothesis); replay: make test SEED=$(SEED)"
+	$(BIN)/python -m pytest -q -m "not slow and not net2g" -p randomly \
+	  --randomly-seed=$(SEED) --hypothesis-seed=$(SEED) --hypothesis-profile=ci $(PYTEST_ARGS) \
+	  || { echo "make test failed with SEED=$(SEED): replay with make test SEED=$(SEED)"; exit 1; }
 
 test-long: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

@@ -22,6 +22,10 @@ DEFAULTS = {
     "LOGIN_MAX_FAILURES_PER_USER": 5,
     "LOGIN_MAX_FAILURES_PER_ADDRESS": 20,
     "PROXY_COUNT": 0,                    # reverse proxies in front (X-Forwarded-For)
+    # `serve` (server/wsgi.py), per worker process:
+    "SERVER_THREADS": 4,                 # requests run at once (bodies already received)
+    "BODY_TIMEOUT_SECONDS": 60,          # a connection silent this long is closed
+    "MAX_CONNECTIONS": 400,              # open connections; then new ones wait
 }
 
 __version__ = "0.1.0"

@@ -7,13 +7,21 @@ never sees an HTML page or a traceback.
 import logging
 import sqlite3
 
-from flask import jsonify
+from flask import current_app, has_app_context, jsonify
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("fieldsync.server")
 
-#: Seconds a client should wait after a 503 before resending.
+#: Seconds a client should wait after a 503 before resending, outside an
+#: app; in one, the RETRY_AFTER_SECONDS setting (FIELDSYNC_RETRY_AFTER_SECONDS).
 RETRY_AFTER_SECONDS = 5
+
+
+def retry_after_seconds():
+    """The RETRY_AFTER_SECONDS setting of the current app (or the default)."""
+    if has_app_context():
+        return int(current_app.config.get("RETRY_AFTER_SECONDS", RETRY_AFTER_SECONDS))
+    return RETRY_AFTER_SECONDS
 
 
 class ApiError(Exception):
@@ -31,7 +39,9 @@ class ApiError(Exception):
 class Unavailable(ApiError):
     """The database is locked or full: nothing was stored, try again later."""
 
-    def __init__(self, message, retry_after=RETRY_AFTER_SECONDS):
+    def __init__(self, message, retry_after=None):
+        if retry_after is None:
+            retry_after = retry_after_seconds()
         super().__init__(
             "unavailable", message, 503,
             details={"retry_after": retry_after},

@@ -84,7 +84,7 @@ def m001_initial(db):
 def m002_records_form_seq(db):
     # Exports read one form in seq order by keyset (`form = ? AND seq > ?
     # ORDER BY seq`): with (form, seq) that is a walk along one index range,
-    # instead of the whole seq index filtered by form (server/exports.py
+    # instead of the whole seq index filtered by form (server/exports/query.py
     # detects this index and uses it). Building it takes a few seconds per
     # million records, once, inside `init`.
     db.execute("CREATE INDEX IF NOT EXISTS idx_records_form_seq ON records (form, seq)")

@@ -18,9 +18,23 @@ from pathlib import Path
 
 import pytest
 import requests
+from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_CMD = [sys.executable, "-c", "from server.cli import main; main()"]
+
+# Hypothesis without its clocks: no per-example deadline (200 ms by default)
+# and no too_slow health check, both of which fail on a busy machine, not on
+# a bug. `make test` loads "ci" (--hypothesis-profile=ci, with the run's seed
+# as --hypothesis-seed): no example database either, so a run depends on its
+# printed seed only and replays from it. Tests that set their own settings
+# inherit these for what they leave out (the profile is loaded before they
+# are imported).
+_UNTIMED = [HealthCheck.too_slow]
+settings.register_profile("fieldsync", deadline=None, suppress_health_check=_UNTIMED,
+                          print_blob=True)
+settings.register_profile("ci", settings.get_profile("fieldsync"), database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fieldsync"))
 
 USERS = {
     "admin": {"username": "admin", "password": "admin-pass-1", "role": "admin", "areas": []},
@@ -91,6 +105,19 @@ def login(client, name, device_id="dev-test-1"):
     return resp.get_json()["token"]
 
 
+def wait_until(condition, what, bound=60, poll=0.02):
+    """Poll `condition()` until it is true; fail after `bound` seconds.
+
+    For a state another process or thread reaches in its own time (a commit,
+    a restart): the bound is far beyond any real run, a guard against a hang,
+    never a measure of speed.
+    """
+    deadline = time.monotonic() + bound
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not after {bound} s"
+        time.sleep(poll)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -112,7 +139,7 @@ class ServerProcess:
     def url(self):
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout=20):
+    def start(self, timeout=60):
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             [*SERVER_CMD, "--db", str(self.db), "serve", "--host", "127.0.0.1",

@@ -358,7 +358,7 @@ class Device:
             failures += 1
 
 
-def await_ready(url, timeout=20):
+def await_ready(url, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -551,7 +551,8 @@ def pull_matches_db(records, db):
 # -- raw sockets ---------------------------------------------------------------------
 
 def send_partial(host, port, path, headers, body, fraction=0.5, chunked=False):
-    """Start an HTTP request, send `fraction` of the body, then hang up.
+    """Start an HTTP request, send `fraction` of the body, then hang up, and
+    wait until the server has closed the connection.
 
     With `chunked`, the body goes as Transfer-Encoding: chunked and the
     connection closes mid-chunk stream (no terminating chunk).
@@ -567,5 +568,13 @@ def send_partial(host, port, path, headers, body, fraction=0.5, chunked=False):
         payload = body[:cut]
     with socket.create_connection((host, port), timeout=5) as sock:
         sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
-        time.sleep(0.2)  # let the server start reading, then the "link drops"
-        sock.shutdown(socket.SHUT_RDWR)
+        # The "link drops": the server reads the stump, then the end of the
+        # stream. Returns once the server has closed its side, so whatever it
+        # does with the stump, it has done.
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(120)
+        try:
+            while sock.recv(65536):
+                pass
+        except ConnectionResetError:
+            pass

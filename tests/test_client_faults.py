@@ -18,6 +18,7 @@ import time_machine
 
 from client_sync import Client, NetworkConfig, SyncError
 from client_sync.store import Store
+from conftest import wait_until
 from faultproxy import FaultProxy
 from server.storage import decode_state
 
@@ -101,8 +102,10 @@ def test_gave_up_sync_resends_the_same_batch_next_time(server_process, proxy, tm
         d.sync()
     assert not info.value.report.complete and info.value.report.pushed == 0
     batch_id, body, count = d.store.pending_batch()
-    # The server committed it, but the device cannot know: all stays queued.
-    assert set(server_data(server_process)) == set(ids)
+    # The server commits it (the proxy swallows the answer), but the device
+    # cannot know: all stays queued. On a busy machine the device may give up
+    # before the server has answered: the commit may land after.
+    wait_until(lambda: set(server_data(server_process)) == set(ids), "the push committed")
     assert {r["sync_state"] for r in d.list()} == {"sent"} and d.status()["pending"] == 10
     d.add("household", household(99))  # new work meanwhile goes to a later batch
     d.close()
@@ -130,6 +133,8 @@ def test_pull_cut_mid_page_then_retry(server_process, proxy, tmp_path, mode):
     assert reader.store.get_meta("cursor") is None and list(reader.list()) == []
     proxy.rules.clear()
     proxy.add(mode, PULL, after=200, count=1)  # one more cut, retried inside the sync
+    reader.close()  # retried with time to spare: IMPATIENT's 1.5 s is a busy machine's pull
+    reader = Client(tmp_path / "r", FAST)
     report = reader.sync()
     assert report.complete and report.pulled == 30
     assert local_data(reader) == server_data(server_process)
@@ -216,7 +221,9 @@ def test_client_killed_at_random_points_loses_and_doubles_nothing(server_process
         proc = subprocess.Popen([sys.executable, "-c", WORKER, str(data_dir), str(start)],
                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
-        first = proc.stdout.readline()  # started: now kill it at a random point
+        # A few records saved (however slow the machine), then a kill at a
+        # random point of what follows: an add, an edit or a sync.
+        first = b"".join(proc.stdout.readline() for _ in range(rng.randint(2, 6)))
         time.sleep(rng.uniform(0.0, 1.0))
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
@@ -357,7 +364,9 @@ def test_export_progress_counts_records_or_bytes_and_shows_only_on_a_terminal(
 def test_export_read_timeout_is_its_own_setting(monkeypatch, tmp_path):
     """An XLSX sends nothing until built: exports wait `export_read_timeout`
     (FIELDSYNC_EXPORT_READ_TIMEOUT, 600 s), not the 30 s of other calls. A
-    stand-in server that thinks for 0.8 s before answering shows both sides."""
+    stand-in server shows both sides: it thinks for 0.8 s, longer than the
+    0.3 s read timeout, before answering an export; and it holds the answer
+    to `held.csv` until the device has given up waiting."""
     import http.server
     import threading
 
@@ -365,15 +374,22 @@ def test_export_read_timeout_is_its_own_setting(monkeypatch, tmp_path):
     assert NetworkConfig.from_env().export_read_timeout == 600
     monkeypatch.setenv("FIELDSYNC_EXPORT_READ_TIMEOUT", "1200")
     assert NetworkConfig.from_env().export_read_timeout == 1200
+    gave_up = threading.Event()
 
     class Slow(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            time.sleep(0.8)
-            self.send_response(200)
-            self.send_header("Content-Type", "text/csv; charset=utf-8")
-            self.send_header("Content-Length", "8")
-            self.end_headers()
-            self.wfile.write(b"id\nr1\nr2\n"[:8])
+            if "held" in self.path:
+                gave_up.wait(60)
+            else:
+                time.sleep(0.8)  # at least 0.8 s: more than read_timeout
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/csv; charset=utf-8")
+                self.send_header("Content-Length", "8")
+                self.end_headers()
+                self.wfile.write(b"id\nr1\nr2\n"[:8])
+            except OSError:
+                pass  # the device has gone
 
         def log_message(self, *args):
             pass
@@ -383,16 +399,17 @@ def test_export_read_timeout_is_its_own_setting(monkeypatch, tmp_path):
     url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
         patient = NetworkConfig(give_up_after=0.5, connect_timeout=1, read_timeout=0.3,
-                                export_read_timeout=5, backoff_factor=0)
+                                export_read_timeout=120, backoff_factor=0)
         with open(tmp_path / "ok.csv", "wb") as out:
             Transport(url, "t", patient).export("/api/v1/exports/x.csv", {}, out)
         assert (tmp_path / "ok.csv").read_bytes() == b"id\nr1\nr2"
         hasty = NetworkConfig(give_up_after=0.5, connect_timeout=1, read_timeout=30,
                               export_read_timeout=0.3, backoff_factor=0)
         with open(tmp_path / "no.csv", "wb") as out, pytest.raises(SyncError) as err:
-            Transport(url, "t", hasty).export("/api/v1/exports/x.csv", {}, out)
+            Transport(url, "t", hasty).export("/api/v1/exports/held.csv", {}, out)
         assert "sent nothing for 0.3 s" in str(err.value)
         assert "FIELDSYNC_EXPORT_READ_TIMEOUT" in str(err.value)
     finally:
+        gave_up.set()
         server.shutdown()
         server.server_close()

@@ -2,9 +2,9 @@
 adds land exactly once, concurrent edits merge as DESIGN.md says, refused
 records stay visible, a lost login or a dead server loses nothing."""
 import json
+import signal
 import socket
 import sqlite3
-import time
 
 import pytest
 import requests
@@ -91,16 +91,12 @@ def test_two_devices_edit_different_fields_both_survive(server_process, device):
     assert server_count(server_process, "SELECT COUNT(*) FROM conflicts") == 0
 
 
-def after_clock_of(client):
-    """Wait until the wall clock has passed `client`'s last clock.
-
-    Two edits on two devices in the same millisecond tie on time and the HLC
-    orders them by device id (random here): "B edits later" holds only once
-    the millisecond has moved on (this test used to fail when it had not).
-    """
-    from schemas.clock import parse, time_ms
-    while time_ms() <= parse(client.store.hlc).millis:
-        time.sleep(0.001)
+def after_clock_of(later, earlier):
+    """Move device `later`'s clock past `earlier`'s last clock, as if it had
+    received it: its next edit is then later by the HLC, whatever the wall
+    clock says. (Two edits on two devices in the same millisecond tie on
+    time and the HLC orders them by device id, random here.)"""
+    later.store.observe(earlier.store.hlc)
 
 
 def test_same_field_later_clock_wins_everywhere_and_one_conflict(server_process, device):
@@ -109,7 +105,7 @@ def test_same_field_later_clock_wins_everywhere_and_one_conflict(server_process,
     a.sync()
     b.sync()
     a.edit(rid, {"head_name": "Edited on A"})
-    after_clock_of(a)
+    after_clock_of(b, a)
     b.edit(rid, {"head_name": "Edited on B later"})  # later clock
     report_a = a.sync()
     report_b = b.sync()
@@ -120,7 +116,7 @@ def test_same_field_later_clock_wins_everywhere_and_one_conflict(server_process,
     assert server_count(server_process, "SELECT COUNT(*) FROM conflicts") == 1
     # The other order: the earlier edit arrives last and loses.
     a.edit(rid, {"head_name": "A first"})
-    after_clock_of(a)
+    after_clock_of(b, a)
     b.edit(rid, {"head_name": "B second"})
     assert b.get(rid)["hlc"] > a.get(rid)["hlc"]
     assert b.sync().applied == 1
@@ -184,6 +180,22 @@ def test_revoked_token_asks_to_log_in_again_and_loses_nothing(server_process, de
     assert d.sync().applied == 1 and rid in server_rows(server_process)
 
 
+def without_hanging(call, bound=300):
+    """`call()`, failed if it has not returned after `bound` seconds: a guard
+    against a retry loop that never ends (the test would hang the whole run),
+    far beyond any real run, not a measure of speed."""
+    def hung(signum, frame):
+        raise AssertionError(f"still running after {bound} s: it never gave up")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(bound)
+    try:
+        return call()
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def test_unreachable_server_gives_up_in_time_and_keeps_everything(server_process, device):
     d = device(network=NetworkConfig(give_up_after=2, connect_timeout=0.5, read_timeout=1,
                                      backoff_factor=0.1, backoff_jitter=0))
@@ -193,10 +205,9 @@ def test_unreachable_server_gives_up_in_time_and_keeps_everything(server_process
     silent.bind(("127.0.0.1", 0))
     silent.listen(100)
     d.store.set_meta(server=f"http://127.0.0.1:{silent.getsockname()[1]}")
-    started = time.monotonic()
-    with pytest.raises(ServerUnreachable) as info:
-        d.sync()
-    assert time.monotonic() - started < 5
+    # It gives up, saying after how long (speed is bench/'s business).
+    with pytest.raises(ServerUnreachable, match="did not answer within 2 s") as info:
+        without_hanging(d.sync)
     assert info.value.report is not None and not info.value.report.complete
     silent.close()
     assert d.store.unsynced_count() == 1 and d.status()["last_sync_ok"] is False

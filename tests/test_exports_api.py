@@ -13,7 +13,7 @@ import pytest
 import requests
 from openpyxl.utils.escape import unescape
 
-from schemas.clock import Clock
+from schemas.clock import Clock, time_ms
 from tests.conftest import USERS
 
 UTF8_BOM = "\ufeff"
@@ -49,13 +49,33 @@ class Api:
         return answer["token"]
 
 
+class OrderedWall:
+    """A wall clock shared by the test's devices: the real time, but never the
+    same millisecond twice. A change stamped later in the test then has the
+    later clock whichever device stamps it; two devices reading the real
+    clock could share a millisecond, and the HLC would order their changes by
+    device id instead (a test about "the later edit" then a coin toss)."""
+
+    def __init__(self):
+        self.last = 0
+
+    def __call__(self):
+        self.last = max(time_ms(), self.last + 1)
+        return self.last
+
+
+ORDERED_WALL = OrderedWall()
+
+
 class Device:
-    """A device signed in as `user`: its own HLC, pushes and pulls."""
+    """A device signed in as `user`: its own HLC, pushes and pulls. Every
+    device stamps from `ORDERED_WALL`: the order of the test's calls is the
+    order of the clocks."""
 
     def __init__(self, api, user, device_id):
         self.api, self.device_id = api, device_id
         self.token = api.login(user, device_id)
-        self.clock = Clock(device_id)
+        self.clock = Clock(device_id, wall=ORDERED_WALL)
 
     def push(self, changes):
         for change in changes:

@@ -1,8 +1,12 @@
 """A non-editable install works from any folder: the forms ship as package data.
 
-Builds a wheel from a copy of the source tree, installs it with its
-dependencies into a fresh virtualenv (no system site-packages), and from a
-folder outside the source tree loads and compiles every bundled form.
+Builds a wheel from a copy of the source tree with the pinned setuptools of
+this virtualenv (no build isolation, no package index), installs it into a
+fresh virtualenv (no system site-packages) from that file alone, and from a
+folder outside the source tree loads and compiles every bundled form. The
+dependencies come from this virtualenv's site-packages (a path, not its
+.pth files, so not its editable fieldsync): nothing is downloaded, and the
+test runs offline once `.venv` exists.
 """
 import json
 import os
@@ -19,9 +23,12 @@ PACKAGES = ("schemas", "client_sync", "server")
 SNIPPET = """
 import json, sys
 import schemas
+import server.cli  # every server package is in the wheel (server.exports, server.api)
 from schemas.forms import bundled_definitions, compile_form
 forms = [compile_form(d) for d in bundled_definitions()]
-print(json.dumps({"file": schemas.__file__, "forms": sorted(f"{f.id}/v{f.version}" for f in forms)}))
+import client_sync, server
+print(json.dumps({"file": schemas.__file__, "forms": sorted(f"{f.id}/v{f.version}" for f in forms),
+                  "others": [client_sync.__file__, server.__file__]}))
 """
 
 
@@ -43,20 +50,49 @@ def test_installed_wheel_loads_every_bundled_form(tmp_path):
         shutil.copytree(ROOT / package, source / package,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     wheels = tmp_path / "wheels"
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", str(source), "-w", str(wheels)],
-        cwd=tmp_path)
+    offline = ["--no-index", "--disable-pip-version-check", "--quiet"]
+    run([sys.executable, "-m", "pip", "wheel", *offline, "--no-deps", "--no-build-isolation",
+         str(source), "-w", str(wheels)], cwd=tmp_path)
     wheel = next(wheels.glob("fieldsync-*.whl"))
 
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True, system_site_packages=False, clear=True)
     python = env_dir / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    # Dependencies come from the index (PyPI here); pip's cache makes reruns fast.
-    run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(wheel)], cwd=tmp_path)
+    run([python, "-m", "pip", "install", *offline, "--no-deps", str(wheel)], cwd=tmp_path)
+    # The dependencies: this virtualenv's site-packages, after the fresh one's.
+    site = run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+               cwd=tmp_path).strip()
+    ours = [p for p in sys.path if p.endswith("site-packages") and Path(p, "flask").is_dir()]
+    Path(site, "deps-of-the-test-venv.pth").write_text("\n".join(ours) + "\n")
+    run([python, "-m", "pip", "check"], cwd=tmp_path)  # every Requires-Dist is met
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     out = json.loads(run([python, "-c", SNIPPET], cwd=elsewhere).strip().splitlines()[-1])
 
     assert str(ROOT) not in out["file"] and str(env_dir) in out["file"]
+    assert all(str(env_dir) in f for f in out["others"]), out["others"]
     expected = sorted(f"{p.parent.name}/{p.stem}" for p in (ROOT / "schemas" / "forms").glob("*/v*.json"))
     assert out["forms"] == expected and len(expected) > 0
+
+    # Every package of the source tree ships: pyproject.toml lists them one by
+    # one, and a subpackage left out would import only from the source tree.
+    packages = sorted(".".join(p.parent.relative_to(ROOT).parts)
+                      for name in PACKAGES for p in (ROOT / name).rglob("__init__.py"))
+    assert "client_sync.store" in packages
+    run([python, "-c", "import importlib, sys\nfor m in sys.argv[1:]: importlib.import_module(m)",
+         *packages], cwd=elsewhere)
+
+
+def test_the_build_backend_is_pinned_and_is_the_one_installed_here():
+    """The build requirement is pinned (a build next year uses the same
+    setuptools), the test extra pins the same one, and that is what this
+    virtualenv holds: the offline build above tests the real backend."""
+    import tomllib
+    from importlib.metadata import version
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    [backend] = project["build-system"]["requires"]
+    assert backend.startswith("setuptools==")
+    assert backend in project["project"]["optional-dependencies"]["test"]
+    assert version("setuptools") == backend.split("==")[1]
+    assert project["project"]["license"] == "MIT"  # an SPDX expression, not {text = ...}

@@ -6,7 +6,7 @@ validated twice. Each test pins a case where a wrong shortcut would show.
 """
 import uuid
 
-from conftest import USERS, batch, change, hlc_at, household, login, now_ms
+from conftest import USERS, batch, change, hlc_at, household, login, now_ms, wait_until
 
 
 def _auth(client, name, device):
@@ -103,7 +103,6 @@ def test_the_wal_is_checkpointed_in_the_background_not_by_a_commit(tmp_path, mon
     """Commits below the backstop leave the WAL to the process's checkpoint
     thread: the database file takes the pages without another commit."""
     import os
-    import time
 
     from server import db as dbmod
     monkeypatch.setattr(dbmod, "CHECKPOINT_SECONDS", 0.05)
@@ -116,10 +115,8 @@ def test_the_wal_is_checkpointed_in_the_background_not_by_a_commit(tmp_path, mon
         db.conn.executemany("INSERT INTO t VALUES (?)", [("x" * 500,)] * 2000)
     # ~1 MB, far below the backstop: no commit checkpoints it.
     assert db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == dbmod.AUTOCHECKPOINT_PAGES
-    deadline = time.monotonic() + 10
-    while os.path.getsize(path) == size and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert os.path.getsize(path) > size + 500_000
+    wait_until(lambda: os.path.getsize(path) > size + 500_000,
+               "the checkpoint thread copied the WAL into the file")
     db.conn.close()
 
 

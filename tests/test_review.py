@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 
+from schemas.clock import parse
 from tests.test_exports_api import Api, Device, birth, cp_report, household
 
 
@@ -170,12 +171,16 @@ def test_three_way_conflict_is_settled_by_one_resolution(api, scene):
 def test_keep_current_never_revives_a_deleted_record(api, scene):
     a, b = scene["a"], scene["b"]
     record_id = a.create("household", "QN.LM.03", household("Đặng Thị Lan"))
-    # b edits without having seen a's record; then a deletes without seeing b's edit.
+    # b edits without having seen a's record; then a deletes without seeing
+    # b's edit, with a later clock (the devices share an ordered wall clock:
+    # with two real clocks both could fall in one millisecond, and the tie
+    # goes to "dev-b", the edit).
     [edit] = b.push([{"id": record_id, "form": "household", "form_version": 1,
                       "area": "QN.LM.03", "data": {"phone": "0987654321"}}])
     [gone] = a.push([{"id": record_id, "form": "household", "form_version": 1,
                       "area": "QN.LM.03", "data": {}, "deleted": True}])
     assert gone["status"] in ("applied", "conflict")
+    assert parse(a.clock.last).millis > parse(b.clock.last).millis
     entry = [c for c in conflicts(api, scene["sup"]) if c["record_id"] == record_id][0]
     status, body = resolve(api, scene["sup"], entry["id"], {"keep": "current"})
     assert status == 200, body
@@ -186,6 +191,7 @@ def test_keep_current_never_revives_a_deleted_record(api, scene):
              "data": {"phone": "0987654321"}}])
     a.push([{"id": record2, "form": "household", "form_version": 1, "area": "QN.LM.03",
              "data": {}, "deleted": True}])
+    assert parse(a.clock.last).millis > parse(b.clock.last).millis
     entry = [c for c in conflicts(api, scene["sup"]) if c["record_id"] == record2][0]
     status, body = resolve(api, scene["sup"], entry["id"], {"value": entry["losing"]["value"]})
     assert status == 200, body

@@ -121,15 +121,32 @@ def test_failed_logins_are_rate_limited_per_address(db_path):
     assert sign_in(client, "hw2", **other).status_code == 200
 
 
-def test_a_token_revoked_during_a_push_commits_nothing(app):
+def test_a_token_revoked_during_a_push_commits_nothing(db_path, monkeypatch):
     """Logout waits for the write lock; the push re-checks its token under it."""
+    import sqlite_utils
+
+    from server import create_app
     from server.auth import token_hash
+    # A busy timeout far longer than the test: the push waits for the lock
+    # however slow the machine, and is never a 503.
+    app = create_app({"TESTING": True, "DB": str(db_path), "BUSY_TIMEOUT_MS": 120_000})
     client = app.test_client()
     token = login(client, "hw", "dev-a")
     c = change(household(), hlc=hlc_at(now_ms(), "dev-a"))
     blocker = sqlite3.connect(app.config["DB"], isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")  # the push will wait for this lock
     result = {}
+    # The push thread says when it asks for the write lock (authenticated by
+    # then), so the token is revoked only once the push waits on the lock.
+    at_lock = threading.Event()
+    execute = sqlite_utils.Database.execute
+
+    def watched_execute(db, sql, *args, **kwargs):
+        if sql == "BEGIN IMMEDIATE" and threading.current_thread() is thread:
+            at_lock.set()
+        return execute(db, sql, *args, **kwargs)
+
+    monkeypatch.setattr(sqlite_utils.Database, "execute", watched_execute)
 
     def run():
         result["resp"] = app.test_client().post(
@@ -138,12 +155,13 @@ def test_a_token_revoked_during_a_push_commits_nothing(app):
 
     thread = threading.Thread(target=run)
     thread.start()
-    thread.join(0.5)
-    assert thread.is_alive()  # waiting for the lock, after authentication
+    assert at_lock.wait(60), "the push never asked for the write lock"
+    assert "resp" not in result  # it cannot have it: the blocker holds it
     blocker.execute("UPDATE tokens SET revoked_at = 'now' WHERE token_hash = ?",
                     [token_hash(token)])
     blocker.execute("COMMIT")
-    thread.join(10)
+    thread.join(60)
+    assert not thread.is_alive()
     resp = result["resp"]
     assert resp.status_code == 401 and resp.get_json()["error"] == "token_revoked"
     assert blocker.execute("SELECT count(*) FROM records").fetchone()[0] == 0

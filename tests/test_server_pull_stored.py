@@ -177,7 +177,8 @@ def _in_scope(area, scopes):
     return any(area == s or area.startswith(s + ".") for s in scopes)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(scopes=st.lists(st.sampled_from(AREAS + ["QN.XX"]), max_size=3),
        hidden=st.lists(st.sampled_from(FORMS), max_size=2, unique=True),
        limit=st.integers(1, 60), walks=st.sampled_from([0, 1, 2, 64]),

@@ -134,7 +134,7 @@ def _apply_all(db_file, changes):
 
 @given(history=edit_histories(), data=st.data())
 @settings(max_examples=25, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 def test_any_arrival_order_gives_the_same_stored_state(template_db, tmp_path,
                                                                      history, data):
     from conftest import copy_db

@@ -1,6 +1,6 @@
 """`GET /api/v1/exports/<form>.<csv|xlsx|jsonl>` and `all.<xlsx|zip>`.
 
-Streamed from one read snapshot (server/exports.py). Every export is
+Streamed from one read snapshot (server/exports/). Every export is
 audited before its first byte leaves: who, what, the filters, the row count,
 and whether it includes restricted forms (a restricted read).
 """

@@ -26,12 +26,37 @@ bp = Blueprint("sync", __name__)
 _DIGITS = re.compile(r"^[0-9]{1,9}\Z")
 
 
+#: How deep a push body may nest (objects and lists inside each other). A
+#: real batch nests 7 levels (records, a change, its data, a repeat, an item,
+#: a geopoint); orjson encodes up to 254, the stdlib's encoder fails near 1,000
+#: with a RecursionError (issue 14: a 500). Checked only when orjson fails.
+MAX_JSON_DEPTH = 128
+
+
+def _deeper_than(node, limit):
+    """True when `node` nests more than `limit` containers deep (no recursion)."""
+    stack = [(node, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in (node.values() if type(node) is dict else node):
+            if type(child) is dict or type(child) is list:
+                stack.append((child, depth + 1))
+    return False
+
+
 def _body_sha256(payload):
     # Canonical JSON: the same batch re-serialised (other key order, spacing,
     # gzip or not) is the same body.
     try:
         text = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
-    except orjson.JSONEncodeError:  # an integer beyond 64 bits
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits, or too deep
+        if _deeper_than(payload, MAX_JSON_DEPTH):
+            raise ApiError("invalid_json", f"The body nests objects and lists more than "
+                           f"{MAX_JSON_DEPTH} levels deep; no form needs more than a few. "
+                           "Nothing was stored.", 400,
+                           details={"max_depth": MAX_JSON_DEPTH}) from None
         return _legacy_sha256(payload)
     return hashlib.sha256(text).hexdigest()
 

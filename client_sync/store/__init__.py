@@ -1,0 +1,54 @@
+"""The device's local store: records, the outbox, sent batches, the HLC.
+
+One SQLite file (``device.db`` in the data folder), WAL mode with
+``synchronous=FULL``; every public method that writes runs in one
+``BEGIN IMMEDIATE`` transaction. :class:`Store` is one object built in
+layers, one module each:
+
+``layout``    the tables, their versions (``MIGRATIONS``), the sync states.
+``database``  :class:`Database`: opening, transactions, ``meta``, the HLC;
+              also :func:`uuid7` and :func:`utc_now`.
+``records``   :class:`Records`: local records, get and list, pulled pages,
+              the cached form definitions.
+``outbox``    :class:`Outbox`: local changes, the coalesced outbox, freezing
+              batches, committing the server's answers.
+
+Tables:
+
+``records``  each record's merge state (schemas.merge), its sync state
+             (pending, sent, acknowledged, conflict, rejected, forbidden) and
+             the server's errors for it.
+``outbox``   one entry per record with unsynced changes, coalesced.
+``batches``  each sent, unanswered batch, byte for byte.
+``forms``    the form definitions last fetched from the server.
+``meta``     device id, HLC, login, pull cursor, last sync, skew (JSON values).
+"""
+
+from __future__ import annotations
+
+from ..errors import FieldsyncError
+from .database import Database, utc_now, uuid7
+from .layout import HELD_STATES, MIGRATIONS, SCHEMA, SYNC_STATES, StoreTooNew
+from .outbox import Outbox
+from .records import Records
+
+
+class Store(Outbox):
+    """The local SQLite store of one device.
+
+    :param path: the database file; its folder is created if needed.
+    """
+
+    def reset_for_user(self):
+        """Forget the previous user's records, cursor and login (nothing unsynced)."""
+        with self.transaction():
+            if self.unsynced_count():
+                raise FieldsyncError("Unsynced changes remain; refusing to forget them.")
+            self.conn.execute("DELETE FROM records")
+            self.conn.execute("DELETE FROM batches")
+            for key in ("cursor", "resyncing", "last_sync", "skew", "token"):
+                self.conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+
+
+__all__ = ["Store", "Database", "Records", "Outbox", "StoreTooNew", "MIGRATIONS", "SCHEMA",
+           "SYNC_STATES", "HELD_STATES", "utc_now", "uuid7"]
