@@ -15,6 +15,7 @@ from schemas.forms import local_today
 
 from . import clock
 from .catalog import Catalog
+from .indicators import facts
 from .scope import area_sql, can_read_form, can_write_form, covers
 
 SERVER_DEVICE = "server"
@@ -370,6 +371,7 @@ class Writer:
                 "UPDATE records SET form_version = ?, state = ?, data = ?, computed = ?, "
                 "deleted = ?, hlc = ?, seq = ?, updated_at = ?, updated_by = ?, device = ?, "
                 "flags = ?, wire = ?, warnings = ? WHERE id = ?", row)
+        facts.record_written(self.db, head, values, computed, deleted)  # indicators' facts
         # `state` (decoded) is filled in by _save, or on first use (_stored_record).
         saved = {"id": head["id"], "form": head["form"], "form_version": head["form_version"],
                  "area": head["area"], "state": None, "packed": packed, "seq": seq,
