@@ -13,6 +13,7 @@ import click
 
 from . import auth, catalog, exports, migrations
 from .db import connect, write_transaction
+from .indicators.report import report
 
 DEFAULT_DB = "var/fieldsync.db"
 
@@ -312,6 +313,9 @@ def _write_file(job, out):
         except FileNotFoundError:
             pass
         raise
+
+
+cli.add_command(report)  # `report indicators|worklist` (server/indicators/report.py)
 
 
 def main():
