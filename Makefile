@@ -9,7 +9,7 @@ FIELDSYNC_DB ?= var/fieldsync.db
 FUZZ_SECONDS ?= 60
 export FIELDSYNC_DB
 
-.PHONY: run test test-long test-2g fuzz bench bench-quick clean
+.PHONY: run test test-long test-2g fuzz bench bench-quick clean browser translations screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,11 +29,35 @@ SEED := $(shell od -An -N4 -tu4 /dev/urandom | tr -d ' ')
 endif
 PYTEST_ARGS ?=
 
-test: $(STAMP)
+test: $(STAMP) browser
 	@echo "Using --randomly-seed=$(SEED) (order and hypothesis); replay: make test SEED=$(SEED)"
 	$(BIN)/python -m pytest -q -m "not slow and not net2g" -p randomly \
 	  --randomly-seed=$(SEED) --hypothesis-seed=$(SEED) --hypothesis-profile=ci $(PYTEST_ARGS) \
 	  || { echo "make test failed with SEED=$(SEED): replay with make test SEED=$(SEED)"; exit 1; }
+
+# The console's browser tests drive Debian's chromium (Playwright with
+# executable_path: no browser download). CI runs as root and installs it;
+# anyone else is told what to install, and the browser tests fail until then.
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  apt-get update && apt-get install -y chromium chromium-driver fonts-noto-core; \
+	else echo "The console's browser tests need chromium: sudo apt-get install -y \
+	chromium fonts-noto-core (Debian/Ubuntu). They fail until it is installed."; fi
+
+# The README's console screenshots, written by the browser tests.
+screenshots: $(STAMP) browser
+	FIELDSYNC_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q -p no:randomly \
+	tests/test_console_browser.py
+
+# Console page strings: extract, merge into each catalog, compile the
+# committed .mo files (shipped as package data; no build step at install).
+translations: $(STAMP)
+	$(BIN)/pybabel -q extract -F server/console/babel.cfg -k _ -k gettext \
+	  -o server/console/translations/messages.pot .
+	$(BIN)/pybabel -q update -i server/console/translations/messages.pot \
+	  -d server/console/translations --width 100
+	$(BIN)/pybabel -q compile -d server/console/translations
 
 test-long: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

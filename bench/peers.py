@@ -31,6 +31,9 @@ import common
 from common import BATCH, PEERS, Generator, Table, encode, push_body
 
 PEER_AREA = "QN.PE.01"
+# A device of its own: a device belongs to the first user who signs in on it,
+# and the benchmarks share one database. As long as "bench-dev-1": the same bytes.
+PEER_DEVICE = "bench-dev-p"
 KINTO_VERSION = "26.5.0"
 POUCHDB_VERSION = "4.2.0"
 KINTO_DIR = PEERS / "kinto"
@@ -278,7 +281,7 @@ class FieldsyncPeer:
 
     def __enter__(self):
         server = self.serving.__enter__()
-        self.client = server.client("peer", "bench-dev-1")
+        self.client = server.client("peer", PEER_DEVICE)
         return self
 
     def __exit__(self, *exc):
@@ -324,7 +327,7 @@ def run(mode: str = "full") -> dict:
     per_round = {"full": 6, "quick": 1, "smoke": 1}[mode]  # batches per round
     limit = 1000 if mode != "smoke" else 100
     allow_install = mode == "full"
-    gen = Generator(seed=11, area=PEER_AREA)
+    gen = Generator(seed=11, area=PEER_AREA, node=PEER_DEVICE)
     # The same changes for every system.
     work = [[gen.creates(size) for _ in range(per_round)] for _ in range(rounds)]
     warmup = gen.creates(10)

@@ -280,20 +280,20 @@ def breakdown(mode: str = "full") -> dict:
         app = create_app({"DB": srv.db_path})
         http = app.test_client()
         r = http.post("/api/v1/auth/login", json={"username": "prof", "password": common.PASSWORD,
-                                                  "device_id": "bench-dev-1",
+                                                  "device_id": common.device_id(7),
                                                   "app_version": "bench"})
         headers = {"Authorization": f"Bearer {r.get_json()['token']}",
                    "Content-Type": "application/json"}
-        gen = Generator(seed=7, area="QN.PR.01")
+        gen = Generator(seed=7, area="QN.PR.01", node=common.device_id(7))
 
         def push(bodies):
             for body in bodies:
                 resp = http.post("/api/v1/sync/push", data=body, headers=headers)
                 _check(resp.get_json(), size)
 
-        push(_bodies(gen, "bench-dev-1", 1, size)[0])  # warm-up
-        bodies, _ = _bodies(gen, "bench-dev-1", batches, size)
-        plain, _ = _bodies(gen, "bench-dev-1", batches, size)
+        push(_bodies(gen, common.device_id(7), 1, size)[0])  # warm-up
+        bodies, _ = _bodies(gen, common.device_id(7), batches, size)
+        plain, _ = _bodies(gen, common.device_id(7), batches, size)
         t0 = time.perf_counter()
         push(plain)
         unprofiled = (time.perf_counter() - t0) / (batches * size) * 1e6

@@ -26,6 +26,10 @@ DEFAULTS = {
     "SERVER_THREADS": 4,                 # requests run at once (bodies already received)
     "BODY_TIMEOUT_SECONDS": 60,          # a connection silent this long is closed
     "MAX_CONNECTIONS": 400,              # open connections; then new ones wait
+    "CONSOLE_LANGUAGE": "vi",            # console pages until a user switches (vi, en)
+    "CONSOLE_IDLE_MINUTES": 30,          # an unused console session ends after this
+    "CONSOLE_SESSION_HOURS": 12,         # and never lasts longer than this
+    "SESSION_COOKIE_SECURE": False,      # True: Secure always (it is set anyway over HTTPS)
 }
 
 __version__ = "0.1.0"
@@ -50,9 +54,10 @@ def create_app(test_config=None):
         from werkzeug.middleware.proxy_fix import ProxyFix
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=int(app.config["PROXY_COUNT"]))
 
-    from . import api, compress, db, errors
+    from . import api, compress, console, db, errors
     db.init_app(app)
     errors.init_app(app)
     compress.init_app(app)
     api.register(app)
+    console.init_app(app)
     return app

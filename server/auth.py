@@ -117,6 +117,56 @@ def disable_user(db, username, by=None):
         audit(db, by, "user_disable", {"username": username})
 
 
+def enable_user(db, username, by=None):
+    """Enable a disabled user; their devices sign in again (tokens stay revoked)."""
+    with write_transaction(db):
+        user = get_user(db, username)
+        if not user:
+            raise UserError(f"No user {username!r}.")
+        db.execute("UPDATE users SET disabled = 0 WHERE id = ?", [user["id"]])
+        audit(db, by, "user_enable", {"username": username})
+
+
+def unlock_user(db, username, by=None):
+    """Forget a user's failed sign-ins, lifting a lock-out before the window ends.
+
+    Failures counted against the signing-in address stay: an address that
+    guessed at many names is not let off by unlocking one of them.
+    :returns: how many failures were forgotten.
+    """
+    with write_transaction(db):
+        if not get_user(db, username):
+            raise UserError(f"No user {username!r}.")
+        count = db.execute("SELECT count(*) FROM login_failures WHERE key = ?",
+                           [f"user:{username}"]).fetchone()[0]
+        clear_failures(db, username)
+        audit(db, by, "user_unlock", {"username": username, "failures": count})
+    return count
+
+
+def is_locked(db, username):
+    """True if `username` has reached the per-user failed sign-in limit."""
+    since = time.time() - current_app.config["LOGIN_WINDOW_SECONDS"]
+    count = db.execute("SELECT count(*) FROM login_failures WHERE key = ? AND at > ?",
+                       [f"user:{username}", since]).fetchone()[0]
+    return count >= current_app.config["LOGIN_MAX_FAILURES_PER_USER"]
+
+
+def revoke_device(db, username, device_id, by=None):
+    """Revoke every live token of one device of a user (it must sign in again).
+
+    :returns: how many tokens were revoked.
+    """
+    with write_transaction(db):
+        user = get_user(db, username)
+        if not user:
+            raise UserError(f"No user {username!r}.")
+        cur = db.execute("UPDATE tokens SET revoked_at = ? WHERE user_id = ? AND device_id = ? "
+                         "AND revoked_at IS NULL", [clock.now_iso(), user["id"], device_id])
+        audit(db, by, "device_revoke", {"username": username, "device_id": device_id})
+    return cur.rowcount
+
+
 def set_password(db, username, password, by=None):
     """Change a password and revoke the user's tokens (devices sign in again)."""
     _check_password(password)
@@ -162,37 +212,50 @@ def _failure_keys(username, address):
     return [f"user:{username}", f"addr:{address}"]
 
 
-def check_rate_limit(db, username, address):
-    """Raise 429 if this username or address failed too often recently."""
-    cfg = current_app.config
-    since = time.time() - cfg["LOGIN_WINDOW_SECONDS"]
-    limits = [cfg["LOGIN_MAX_FAILURES_PER_USER"], cfg["LOGIN_MAX_FAILURES_PER_ADDRESS"]]
-    for key, limit in zip(_failure_keys(username, address), limits):
-        count = db.execute("SELECT count(*) FROM login_failures WHERE key = ? AND at > ?",
-                           [key, since]).fetchone()[0]
-        if count >= limit:
-            retry = int(cfg["LOGIN_WINDOW_SECONDS"])
-            raise ApiError("too_many_attempts",
-                           "Too many failed sign-ins; wait a few minutes and try again.",
-                           429, details={"retry_after": retry},
-                           headers={"Retry-After": str(retry)})
+def _reserve_attempt(db, username, address):
+    """Count this attempt as a failure before checking its password, or 429.
 
-
-def record_failure(db, username, address):
-    now = time.time()
-    with write_transaction(db):
-        db.execute("DELETE FROM login_failures WHERE at < ?",
-                   [now - current_app.config["LOGIN_WINDOW_SECONDS"]])
-        for key in _failure_keys(username, address):
-            db.execute("INSERT INTO login_failures (key, at) VALUES (?, ?)", [key, now])
-
-
-def login(db, username, password, device_id, app_version, address):
-    """Check the password and issue a token for this device.
-
-    :returns: (token, expires_at, user)
+    Check and count are one write transaction, so parallel attempts cannot
+    all pass the check before any is counted (issue 14: 60 parallel wrong
+    passwords were checked 11 times for a limit of 5). A success takes its
+    rows back (`_release_attempt`). :returns: the rowids it inserted.
     """
-    check_rate_limit(db, username, address)
+    cfg = current_app.config
+    now = time.time()
+    since = now - cfg["LOGIN_WINDOW_SECONDS"]
+    limits = [cfg["LOGIN_MAX_FAILURES_PER_USER"], cfg["LOGIN_MAX_FAILURES_PER_ADDRESS"]]
+    keys = _failure_keys(username, address)
+    with write_transaction(db):
+        db.execute("DELETE FROM login_failures WHERE at < ?", [since])
+        for key, limit in zip(keys, limits):
+            count = db.execute("SELECT count(*) FROM login_failures WHERE key = ? AND at > ?",
+                               [key, since]).fetchone()[0]
+            if count >= limit:
+                retry = int(cfg["LOGIN_WINDOW_SECONDS"])
+                raise ApiError("too_many_attempts",
+                               "Too many failed sign-ins; wait a few minutes and try again.",
+                               429, details={"retry_after": retry},
+                               headers={"Retry-After": str(retry)})
+        return [db.execute("INSERT INTO login_failures (key, at) VALUES (?, ?)",
+                           [key, now]).lastrowid for key in keys]
+
+
+def _invalid_credentials():
+    # The one answer for an unknown user, a wrong password and a disabled
+    # account: a disabled account's answer must not confirm its password.
+    return ApiError("invalid_credentials", "Wrong username or password.", 401)
+
+
+def check_credentials(db, username, password, address):
+    """The user if the password is right and the account enabled; else ApiError.
+
+    Shared by the API's login and the console's sign-in, so both count
+    failures against the same limits (429 `too_many_attempts`). The attempt
+    is counted before the password is checked (`_reserve_attempt`) and taken
+    back on success; an unknown user, a wrong password and a disabled
+    account get the same answer.
+    """
+    attempt = _reserve_attempt(db, username, address)
     user_rows = list(db.query("SELECT * FROM users WHERE username = ?", [username]))
     if user_rows:
         ok = verify_password(user_rows[0]["password_hash"], password)
@@ -201,34 +264,79 @@ def login(db, username, password, device_id, app_version, address):
         _DUMMY_HASH = _DUMMY_HASH or _hasher.hash("not a password")
         verify_password(_DUMMY_HASH, password)
         ok = False
-    if not ok:
-        record_failure(db, username, address)
-        raise ApiError("invalid_credentials", "Wrong username or password.", 401)
-    user = _user_from_row(user_rows[0])
-    if user["disabled"]:
-        raise ApiError("account_disabled", "This account is disabled; ask your "
-                       "supervisor or administrator.", 403)
+    if not ok or user_rows[0]["disabled"]:
+        raise _invalid_credentials()  # the attempt stays counted
+    with write_transaction(db):
+        db.execute("DELETE FROM login_failures WHERE key = ? OR rowid IN (?, ?)",
+                   [f"user:{username}", *attempt])
+    return _user_from_row(user_rows[0])
+
+
+def clear_failures(db, username):
+    """Forget a user's failed sign-ins; call inside a write transaction."""
+    db.execute("DELETE FROM login_failures WHERE key = ?", [f"user:{username}"])
+
+
+def login(db, username, password, device_id, app_version, address):
+    """Check the password and issue a token for this device.
+
+    A device belongs to the first user who signs in on it, until an admin
+    releases it (`release_device`): another user's sign-in there is refused.
+
+    :returns: (token, expires_at, user)
+    """
+    user = check_credentials(db, username, password, address)
     token = secrets.token_urlsafe(32)
     now = clock.utc_now()
     expires = now + timedelta(days=current_app.config["TOKEN_LIFETIME_DAYS"])
     with write_transaction(db):
-        db.execute("DELETE FROM login_failures WHERE key = ?", [f"user:{username}"])
-        db.execute("INSERT INTO tokens (token_hash, user_id, device_id, created_at, "
-                   "expires_at) VALUES (?, ?, ?, ?, ?)",
-                   [token_hash(token), user["id"], device_id, clock.iso(now),
-                    clock.iso(expires)])
-        db.execute("INSERT INTO devices (device_id, username, app_version) VALUES (?, ?, ?) "
-                   "ON CONFLICT (device_id) DO UPDATE SET username = excluded.username, "
-                   "app_version = excluded.app_version",
-                   [device_id, username, app_version])
-        audit(db, username, "login", {"device_id": device_id})
+        owner = db.execute("SELECT username FROM devices WHERE device_id = ?",
+                           [device_id]).fetchone()
+        taken = owner is not None and owner[0] is not None and owner[0] != username
+        if taken:
+            audit(db, username, "login_refused", {"device_id": device_id,
+                                                  "reason": "device_taken"})
+        else:
+            db.execute("INSERT INTO tokens (token_hash, user_id, device_id, created_at, "
+                       "expires_at) VALUES (?, ?, ?, ?, ?)",
+                       [token_hash(token), user["id"], device_id, clock.iso(now),
+                        clock.iso(expires)])
+            db.execute("INSERT INTO devices (device_id, username, app_version) "
+                       "VALUES (?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET "
+                       "username = excluded.username, app_version = excluded.app_version",
+                       [device_id, username, app_version])
+            audit(db, username, "login", {"device_id": device_id})
+    if taken:
+        raise ApiError("device_taken", "This device is registered to another user. An "
+                       "administrator must release it first (fieldsync-server device "
+                       "release DEVICE_ID); until then, sign in on your own device.", 409,
+                       details={"device_id": device_id})
     return token, clock.iso(expires), user
 
 
-def logout(db, token_hash_):
+def release_device(db, device_id, by=None):
+    """Free a device for another user: revoke its tokens, forget its owner and
+    its outstanding rejections (they were the previous user's changes)."""
+    with write_transaction(db):
+        row = db.execute("SELECT username FROM devices WHERE device_id = ?",
+                         [device_id]).fetchone()
+        if row is None:
+            raise UserError(f"No device {device_id!r}.")
+        revoked = db.execute("UPDATE tokens SET revoked_at = ? WHERE device_id = ? AND "
+                             "revoked_at IS NULL", [clock.now_iso(), device_id]).rowcount
+        db.execute("UPDATE devices SET username = NULL WHERE device_id = ?", [device_id])
+        db.execute("DELETE FROM rejections WHERE device_id = ?", [device_id])
+        audit(db, by, "device_release", {"device_id": device_id, "owner": row[0],
+                                         "tokens_revoked": revoked})
+    return row[0]
+
+
+def logout(db, user):
+    """Revoke the token behind `user` (from `authenticate`)."""
     with write_transaction(db):
         db.execute("UPDATE tokens SET revoked_at = ? WHERE token_hash = ? AND "
-                   "revoked_at IS NULL", [clock.now_iso(), token_hash_])
+                   "revoked_at IS NULL", [clock.now_iso(), user["token_hash"]])
+        audit(db, user["username"], "logout", {"device_id": user["device_id"]})
 
 
 # --- request authentication -------------------------------------------------

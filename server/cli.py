@@ -1,4 +1,4 @@
-"""`fieldsync-server`: init, serve, user, forms, backup, export.
+"""`fieldsync-server`: init, serve, user, forms, backup, export, device, audit.
 
 Group options come first: `fieldsync-server --db PATH init` (or FIELDSYNC_DB).
 Passwords come from a prompt, or one line of standard input when it is not a
@@ -11,8 +11,8 @@ import sys
 
 import click
 
-from . import auth, catalog, exports, migrations
-from .db import connect, write_transaction
+from . import admin_cli, auth, catalog, exports, migrations
+from .db import connect, make_private_file, write_transaction
 from .indicators.report import report
 
 DEFAULT_DB = "var/fieldsync.db"
@@ -42,6 +42,7 @@ def cli(ctx, db_path):
 def init(ctx):
     """Create or upgrade the database and publish the bundled forms."""
     db = _open(ctx, require_init=False)
+    _make_private(ctx.obj["db_path"])
     applied = migrations.migrate(db)
     version = migrations.current_version(db)
     click.echo(f"Database {ctx.obj['db_path']}: schema version {version}"
@@ -54,6 +55,14 @@ def init(ctx):
     click.echo(f"Forms: {len(published)} bundled, {len(new)} newly published"
                + (f": {', '.join(new)}" if new else ""))
     _hint_first_user(db)
+
+
+def _make_private(path):
+    # A database made before files were private (issue 14): its owner only.
+    for name in (path, path + "-wal", path + "-shm"):
+        if os.path.exists(name) and os.stat(name).st_mode & 0o077:
+            os.chmod(name, 0o600)
+            click.echo(f"{name}: now readable by its owner only (0600).")
 
 
 def _hint_first_user(db):
@@ -90,7 +99,7 @@ def _read_password(confirm):
 
 @cli.group()
 def user():
-    """Add, list, disable users and set passwords."""
+    """Add, list, disable, enable, unlock users and set passwords."""
 
 
 @user.command("add")
@@ -133,6 +142,30 @@ def user_disable(ctx, name):
     except auth.UserError as exc:
         raise click.ClickException(str(exc))
     click.echo(f"Disabled {name}; their devices are signed out.")
+
+
+@user.command("enable")
+@click.argument("name")
+@click.pass_context
+def user_enable(ctx, name):
+    """Enable NAME again (their devices sign in anew)."""
+    try:
+        auth.enable_user(_open(ctx), name, by="cli")
+    except auth.UserError as exc:
+        raise click.ClickException(str(exc))
+    click.echo(f"Enabled {name}; they can sign in again.")
+
+
+@user.command("unlock")
+@click.argument("name")
+@click.pass_context
+def user_unlock(ctx, name):
+    """Forget NAME's failed sign-ins, so a locked-out user may try again now."""
+    try:
+        count = auth.unlock_user(_open(ctx), name, by="cli")
+    except auth.UserError as exc:
+        raise click.ClickException(str(exc))
+    click.echo(f"Unlocked {name} ({count} recent failed sign-ins forgotten).")
 
 
 @user.command("passwd")
@@ -212,6 +245,7 @@ def backup(ctx, file):
         raise click.ClickException(f"{file} exists; choose a new file name.")
     db = _open(ctx)
     tmp = file + ".part"
+    make_private_file(tmp)  # a copy of health records: its owner only (0600)
     dest = sqlite3.connect(tmp)
     try:
         # Whole database in one step: a consistent snapshot even while pushes
@@ -315,8 +349,12 @@ def _write_file(job, out):
         raise
 
 
+# device and audit: the admin commands live in their own module.
+cli.add_command(admin_cli.device, "device")
+cli.add_command(admin_cli.audit, "audit")
 cli.add_command(report)  # `report indicators|worklist` (server/indicators/report.py)
 
 
 def main():
     cli(obj={})
+

@@ -45,15 +45,43 @@ CHECKPOINT_SECONDS = 0.5
 AUTOCHECKPOINT_PAGES = 10_000
 
 
+def make_private_folder(folder):
+    """Create `folder` and any missing parent, each readable by its owner only
+    (0700); an existing folder is left as it is."""
+    folder = os.path.abspath(folder)
+    if os.path.isdir(folder):
+        return
+    make_private_folder(os.path.dirname(folder))
+    try:
+        os.mkdir(folder, 0o700)
+    except FileExistsError:
+        pass
+    else:
+        os.chmod(folder, 0o700)  # whatever the umask
+
+
+def make_private_file(path):
+    """Create the empty file `path` with mode 0600 (its folder 0700) unless it
+    exists: health records. SQLite gives a database's -wal, -shm and
+    -journal files the database file's mode."""
+    make_private_folder(os.path.dirname(os.path.abspath(path)))
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.fchmod(fd, 0o600)
+    os.close(fd)
+
+
 def connect(path, busy_timeout_ms=5000):
     """Open the database at `path` with the durability settings we rely on.
 
-    :param path: the SQLite file; its folder is created if missing.
+    :param path: the SQLite file; it and its folder are created if missing,
+        readable by their owner only (0600, 0700).
     :param busy_timeout_ms: how long a writer waits for the lock before the
         request fails with 503 (nothing stored).
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    make_private_file(path)
     conn = sqlite3.connect(path, timeout=busy_timeout_ms / 1000,
                            isolation_level=None, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")

@@ -174,7 +174,35 @@ def _repacked(storage, text):
 
 
 @migration
-def m006_records_warnings(db):
+def m006_rejections_point_to_their_batch(db):
+    # An answer is stored once (issue 14): a rejection's errors are in its
+    # batch's stored answer (`batches.response`), no longer copied here.
+    # Rows from before count as rejected; their code and batch are unknown.
+    # Idempotent: a database whose version was reset must migrate again.
+    if "errors" not in {row[1] for row in db.execute("PRAGMA table_info(rejections)")}:
+        return
+    db.execute("""CREATE TABLE rejections_new (
+        device_id TEXT NOT NULL, record_id TEXT NOT NULL, status TEXT NOT NULL,
+        code TEXT, batch_id TEXT, at TEXT NOT NULL, PRIMARY KEY (device_id, record_id))""")
+    db.execute("INSERT INTO rejections_new (device_id, record_id, status, code, at) "
+               "SELECT device_id, record_id, 'rejected', NULL, at FROM rejections")
+    db.execute("DROP TABLE rejections")
+    db.execute("ALTER TABLE rejections_new RENAME TO rejections")
+
+
+@migration
+def m007_audit_append_only(db):
+    # The audit is evidence: no row of it is ever changed or removed, not
+    # even by a server bug. (Someone with the file can still drop the
+    # triggers; backups keep older copies.)
+    for op in ("UPDATE", "DELETE"):
+        db.execute(f"""CREATE TRIGGER IF NOT EXISTS audit_no_{op.lower()}
+            BEFORE {op} ON audit
+            BEGIN SELECT RAISE(ABORT, 'the audit is append-only'); END""")
+
+
+@migration
+def m008_records_warnings(db):
     # The merged record's validation warnings ({field: [message]}, English),
     # stored with it and exported (issue 15); NULL when it has none. Rows
     # written before this version have none stored until their next change.
@@ -184,7 +212,7 @@ def m006_records_warnings(db):
 
 
 @migration
-def m007_indicator_facts(db):
+def m009_indicator_facts(db):
     # What the indicators and work lists read (server/indicators/facts.py),
     # kept by every write from now on; filled here for the records stored.
     from .indicators import facts  # late: migrations need not load it otherwise

@@ -113,7 +113,11 @@ def _schemas(limits):
                 "code": {"type": "string", "enum": [
                     "invalid", "unknown_form", "unknown_version", "identity_mismatch",
                     "clock_reused"]},
-                "errors": {"type": "object"}, "warnings": {"type": "object"},
+                "errors": {"type": "object", "description": "Messages by field: at most "
+                           "the first 20 of a change (server/rejections.py)."},
+                "errors_omitted": {"type": "integer", "minimum": 1, "description":
+                                   "How many more messages the change had (absent: none)."},
+                "warnings": {"type": "object"},
                 "record": _ref("Record")}},
         "PushResponse": {
             "type": "object", "required": ["results", "hlc", "skew"],
@@ -164,8 +168,10 @@ def _paths():
             "responses": {
                 "200": {"description": "Signed in", "content": _json(_ref("LoginResponse"))},
                 "400": _error("Malformed request."),
-                "401": _error("Wrong username or password."),
-                "403": _error("Account disabled."),
+                "401": _error("Wrong username or password (or a disabled account: the "
+                              "same answer)."),
+                "409": _error("device_taken: the device belongs to another user until an "
+                              "admin releases it."),
                 "413": _error("Body too large."),
                 "415": _error("Unsupported Content-Encoding."),
                 "429": _error("Too many failed sign-ins; see Retry-After.")}}},

@@ -15,15 +15,13 @@ from schemas.forms import local_today
 
 from . import clock
 from .catalog import Catalog
+# The column codecs live in codec.py; imported here too, where callers found them.
+from .codec import _dumps, create_texts, decode_state, encode_state, wire_text  # noqa: F401
+from .rejections import cap_errors, forbidden as _forbidden, rejected as _rejected
 from .indicators import facts
 from .scope import area_sql, can_read_form, can_write_form, covers
 
 SERVER_DEVICE = "server"
-
-
-def _dumps(value):
-    # Compact UTF-8 JSON, as text (bytes would be stored as a BLOB).
-    return orjson.dumps(value).decode()
 
 
 def _register_out(reg):
@@ -33,100 +31,6 @@ def _register_out(reg):
 
 
 _RECORD_COLUMNS = "id, form, form_version, area, state, seq, flags, created_at"
-
-
-def encode_state(state):
-    """The stored `state` column: the merge state (schemas/merge.py), packed.
-
-    Registers repeat their clock, device and user field after field; packed,
-    each distinct clock and (device, user) pair is written once and a field
-    refers to them by index, with base and origin left out while null:
-    ``{id, form, form_version, area, "f": {name: [value, clock#, node#,
-    (base, origin)]}, "t": tombstone register | null, "h": [clock, ...],
-    "n": [[device, user], ...]}``. An anc_visit's state takes ~700 bytes
-    instead of ~2,100, so a row fits its page.
-    """
-    clocks, nodes, fields = {}, {}, {}
-    for name, reg in state["fields"].items():
-        fields[name] = _pack(reg, clocks, nodes)
-    tomb = _pack(state["deleted"], clocks, nodes) if state["deleted"] else None
-    return _dumps({"id": state["id"], "form": state["form"],
-                   "form_version": state["form_version"], "area": state["area"],
-                   "f": fields, "t": tomb, "h": list(clocks), "n": list(nodes)})
-
-
-def _pack(reg, clocks, nodes):
-    hlc, node = reg["hlc"], (reg["device"], reg["user"])
-    h = clocks.get(hlc)
-    if h is None:
-        h = clocks[hlc] = len(clocks)
-    n = nodes.get(node)
-    if n is None:
-        n = nodes[node] = len(nodes)
-    base, origin = reg.get("base"), reg.get("origin")
-    if base is None and origin is None:
-        return [reg["value"], h, n]
-    return [reg["value"], h, n, base, origin]
-
-
-def decode_state(text):
-    """The merge state from the stored `state` column (`encode_state`); an
-    unpacked state (a row written before migration 5) is read as it is."""
-    packed = orjson.loads(text)
-    if "fields" in packed:
-        return packed
-    clocks, nodes = packed["h"], packed["n"]
-    fields = {}
-    for name, p in packed["f"].items():
-        device, user = nodes[p[2]]
-        fields[name] = {"value": p[0], "hlc": clocks[p[1]], "device": device, "user": user,
-                        "base": p[3] if len(p) > 3 else None,
-                        "origin": p[4] if len(p) > 3 else None}
-    t = packed["t"]
-    if t is not None:
-        device, user = nodes[t[2]]
-        t = {"value": t[0], "hlc": clocks[t[1]], "device": device, "user": user,
-             "base": t[3] if len(t) > 3 else None, "origin": t[4] if len(t) > 3 else None}
-    return {"id": packed["id"], "form": packed["form"], "form_version": packed["form_version"],
-            "area": packed["area"], "fields": fields, "deleted": t}
-
-
-def create_texts(change, device, user):
-    """`(state, wire, hlc)` columns of a new record made by `change` alone:
-    exactly `encode_state`, `wire_text` and `merge.record_hlc` of
-    `merge.merge(None, change, ...)` when no clock is re-stamped and the
-    change has no `deleted`, without building a register per field (the push
-    hot path: most changes create).
-    """
-    hlc, clocks, bases = change["hlc"], change.get("clocks") or {}, change.get("bases") or {}
-    data = change["data"]
-    stamps, fields, listed, common = {}, {}, {}, {}
-    if not clocks:  # a record made in one go: every field has the change's clock
-        stamps[hlc] = 0
-        top = hlc
-        for name, value in data.items():
-            base = bases.get(name)
-            fields[name] = [value, 0, 0] if base is None else [value, 0, 0, base, None]
-    else:
-        per = {name: clocks.get(name, hlc) for name in data}
-        for name, value in data.items():
-            c = per[name]
-            h = stamps.get(c)
-            if h is None:
-                h = stamps[c] = len(stamps)
-            base = bases.get(name)
-            fields[name] = [value, h, 0] if base is None else [value, h, 0, base, None]
-        top = max(stamps)
-        shared = merging.common_hlc(list(per.values()), top)
-        if shared != top:
-            common["common_hlc"] = shared
-        listed = {name: c for name, c in per.items() if c != shared}
-    head = {"id": change["id"], "form": change["form"], "form_version": change["form_version"],
-            "area": change["area"]}
-    state = _dumps({**head, "f": fields, "t": None, "h": list(stamps), "n": [[device, user]]})
-    wire = _dumps({**head, "data": data, "deleted": False, "hlc": top, "tombstone": None,
-                   **common, "clocks": listed})
-    return state, wire, top
 
 
 def _record(row):
@@ -261,12 +165,13 @@ class Writer:
         creating = stored is None and not change.get("deleted")
         if (prechecked is not None and prechecked.form is form
                 and prechecked.creating == creating and prechecked.today == self.today):
-            checked = prechecked.result
+            checked, omitted = prechecked.result, prechecked.omitted
         else:
-            checked = (form.validate_create(change["data"], today=self.today) if creating
-                       else form.validate_change(change["data"], today=self.today))
+            checked, omitted = (form.validate_create(change["data"], today=self.today)
+                                if creating else
+                                form.validate_change(change["data"], today=self.today)), 0
         if checked.errors:
-            return _rejected(record_id, checked.errors, code="invalid")
+            return _rejected(record_id, checked.errors, code="invalid", omitted=omitted)
         change = {**change, "data": checked.data}
         sent = [change["hlc"], *(change.get("clocks") or {}).values()]
         trusted = top = max(sent)
@@ -397,7 +302,8 @@ class Prechecked(NamedTuple):
     form: object        # the CompiledForm it used (compiled forms are shared objects)
     creating: bool      # validate_create (no stored record) or validate_change
     today: object       # the date its bounds used
-    result: object      # the forms.Result
+    result: object      # the forms.Result, its errors capped (rejections.cap_errors)
+    omitted: int = 0    # error messages left out of it
 
 
 def precheck(db, changes, *, tz_name):
@@ -431,29 +337,12 @@ def precheck(db, changes, *, tz_name):
         creating = change["id"] not in stored and not change.get("deleted")
         result = (form.validate_create(change["data"], today=day) if creating
                   else form.validate_change(change["data"], today=day))
-        out.append(Prechecked(form, creating, day, result))
+        omitted = 0
+        if result.errors:  # capped now: a batch's results are all held until COMMIT
+            errors, omitted = cap_errors(result.errors)
+            result = result._replace(errors=errors)
+        out.append(Prechecked(form, creating, day, result, omitted))
     return out
-
-
-def _forbidden(record_id, message):
-    return {"id": record_id, "status": "forbidden", "errors": {"area": [message]}}
-
-
-def _rejected(record_id, errors, code):
-    return {"id": record_id, "status": "rejected", "code": code, "errors": errors}
-
-
-def note_rejection(db, device_id, result, now):
-    """Keep the device's outstanding rejections current (for `GET /devices`)."""
-    if result.get("id") is None:
-        return
-    if result["status"] in ("rejected", "forbidden"):
-        db.execute("INSERT INTO rejections (device_id, record_id, errors, at) VALUES (?, ?, ?, ?) "
-                   "ON CONFLICT (device_id, record_id) DO UPDATE SET errors = excluded.errors, "
-                   "at = excluded.at", [device_id, result["id"], _dumps(result["errors"]), now])
-    else:
-        db.execute("DELETE FROM rejections WHERE device_id = ? AND record_id = ?",
-                   [device_id, result["id"]])
 
 
 def apply_server_change(db, record_id, data, user, *, deleted=None, catalog=None,
@@ -501,21 +390,6 @@ def apply_server_change(db, record_id, data, user, *, deleted=None, catalog=None
 # area along (area, seq), so its cost follows its own records, not the
 # database's (measured: a village's first pull among 1M rows, 1.4 s before).
 MAX_AREA_WALKS = 64
-
-
-def wire_text(state):
-    """The stored `wire` column: `merge.to_wire(state, clocks="common")` as
-    compact JSON text, without `seq`.
-
-    A `clocks=common` pull page is these texts joined, each with its `seq`
-    spliced in: pull neither decodes nor encodes them. The other modes decode
-    a text to list its clocks their way (`_pull_text`).
-
-    Rows written before `common` stored the `sparse` text. It is also a
-    correct `common` text (no `common_hlc`: every unlisted clock is `hlc`),
-    only longer for an edited record, so they are served as they are.
-    """
-    return _dumps(merging.to_wire(state, clocks="common"))
 
 
 def _pull_text(wire, state, seq, clocks):
@@ -631,4 +505,4 @@ def max_seq(db):
     return int(db.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0])
 
 
-__all__ = ["Writer", "precheck", "apply_server_change", "get_record", "pull", "pull_page", "note_rejection"]
+__all__ = ["Writer", "precheck", "apply_server_change", "get_record", "pull", "pull_page"]

@@ -95,9 +95,13 @@ def client(app):
     return app.test_client()
 
 
-def login(client, name, device_id="dev-test-1"):
-    """Sign `name` in through the Flask test client; return the token."""
+def login(client, name, device_id=None):
+    """Sign `name` in through the Flask test client; return the token.
+
+    Each user has a device of their own by default: a device belongs to the
+    first user who signs in on it (server/auth.py `login`)."""
     u = USERS[name]
+    device_id = device_id or f"dev-test-{name}"
     body = {"username": u["username"], "password": u["password"], "device_id": device_id,
             "app_version": "test"}
     resp = client.post("/api/v1/auth/login", json=body)
@@ -171,8 +175,9 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
 
-    def login(self, name, device_id="dev-test-1"):
+    def login(self, name, device_id=None):
         u = self.users[name]
+        device_id = device_id or f"dev-test-{name}"
         resp = requests.post(self.url + "/api/v1/auth/login", json={
             "username": u["username"], "password": u["password"], "device_id": device_id,
             "app_version": "test"}, timeout=10)

@@ -6,6 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from client_sync.cli import cli, parse_value
+from conftest import run_cli
 
 HH_ARGS = ["head_name=Lý A Sáng", "poverty_status=poor", "registered_on=2025-05-30",
            "status=active", "travel_minutes_to_chs=45", "gps=21.31,107.42,12"]
@@ -23,6 +24,11 @@ def run(*args, input=None, ok=True):
     if ok:
         assert result.exit_code == 0, result.output
     return result
+
+
+def _device_id():
+    """This device's id, as `fieldsync status` shows it."""
+    return run("status").output.split("(device ", 1)[1].split(")", 1)[0]
 
 
 def fails(*args, input=None):
@@ -140,6 +146,8 @@ def test_export_writes_the_file_only_when_complete(server_process, tmp_path):
     out = tmp_path / "hh.csv"
     fails("export", "household", "--format", "csv", "--out", str(out))  # health workers may not
     assert not out.exists() and not list(tmp_path.glob(".hh.csv.*"))
+    # Another user on this device: an admin releases it first (issue 14).
+    run_cli(server_process.db, "device", "release", _device_id())
     run("login", "--server", server_process.url, "--username", "sup", input="sup-pass-123\n")
     assert "Wrote" in run("export", "household", "--format", "csv", "--out", str(out)).output
     assert "Lý A Sáng" in out.read_text(encoding="utf-8-sig")

@@ -9,9 +9,10 @@ import sqlite3
 import pytest
 import requests
 
-from client_sync import (AuthError, Client, InvalidRecord, NetworkConfig, ServerUnreachable,
-                         UserSwitchRefused)
+from client_sync import (ApiError, AuthError, Client, InvalidRecord, NetworkConfig,
+                         ServerUnreachable, UserSwitchRefused)
 from client_sync.store import uuid7
+from conftest import run_cli
 from faultproxy import FaultProxy
 
 FAST = NetworkConfig(give_up_after=5, connect_timeout=1, read_timeout=5, backoff_factor=0,
@@ -222,6 +223,10 @@ def test_switching_user_with_unsynced_changes_is_refused(server_process, device)
         d.login(server_process.url, "hw2", "hw2-pass-123")
     assert d.user["username"] == "hw" and d.get(rid) is not None
     d.sync()
+    # A device belongs to its first user until an admin releases it (issue 14).
+    with pytest.raises(ApiError, match="device_taken"):
+        d.login(server_process.url, "hw2", "hw2-pass-123")
+    run_cli(server_process.db, "device", "release", d.device_id)
     assert d.login(server_process.url, "hw2", "hw2-pass-123")["username"] == "hw2"
     assert list(d.list()) == []  # hw's records are not hw2's to see
     assert d.sync().pulled == 0

@@ -81,8 +81,12 @@ def test_disabling_a_user_revokes_all_their_tokens_and_blocks_login(client, app)
     for t in tokens:
         assert client.get("/api/v1/forms",
                           headers={"Authorization": "Bearer " + t}).status_code == 401
-    resp = sign_in(client)
-    assert resp.status_code == 403 and resp.get_json()["error"] == "account_disabled"
+    # The right password gets exactly the wrong password's answer: it must
+    # not confirm a disabled account's password (issue 14).
+    right, wrong = sign_in(client), sign_in(client, password="wrong-password")
+    assert right.status_code == wrong.status_code == 401
+    assert right.get_json() == wrong.get_json()
+    assert right.get_json()["error"] == "invalid_credentials"
 
 
 def test_wrong_password_and_unknown_user_get_the_same_401(client):

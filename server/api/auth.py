@@ -44,5 +44,5 @@ def login():
 @bp.post("/api/v1/auth/logout")
 @auth.require_auth()
 def logout():
-    auth.logout(get_db(), g.user["token_hash"])
+    auth.logout(get_db(), g.user)
     return jsonify({"revoked": True})

@@ -13,10 +13,9 @@ from ..scope import covers
 bp = Blueprint("devices", __name__)
 
 
-@bp.get("/api/v1/devices")
-@require_auth(roles=("supervisor", "admin"))
-def list_devices():
-    db = get_db()
+def device_rows(db, user):
+    """The devices `user` may see, as `GET /api/v1/devices` lists them (the
+    console's dashboard reads the same rows)."""
     rows = db.query(
         "SELECT d.*, u.areas AS user_areas, u.role AS user_role, "
         "(SELECT count(*) FROM rejections r WHERE r.device_id = d.device_id) AS rejected "
@@ -26,9 +25,9 @@ def list_devices():
         areas = json.loads(row["user_areas"] or "[]")
         # A device belongs to the supervisor's view when every area of its
         # user lies within the supervisor's areas (an admin's device: admins only).
-        if g.user["role"] != "admin":
+        if user["role"] != "admin":
             if row["user_role"] == "admin" or not areas or \
-                    not all(covers(g.user, a) for a in areas):
+                    not all(covers(user, a) for a in areas):
                 continue
         out.append({"device_id": row["device_id"], "user": row["username"],
                     "areas": areas, "app_version": row["app_version"],
@@ -36,4 +35,10 @@ def list_devices():
                     "records_rejected": row["rejected"],
                     "clock_skew_seconds": row["skew_seconds"],
                     "restamped": row["restamped"]})
-    return jsonify({"devices": out})
+    return out
+
+
+@bp.get("/api/v1/devices")
+@require_auth(roles=("supervisor", "admin"))
+def list_devices():
+    return jsonify({"devices": device_rows(get_db(), g.user)})

@@ -195,7 +195,17 @@ def _conflict_row(db, conflict_id):
 def resolve(conflict_id):
     body = read_json(limit=1024 * 1024)
     choice, value = _choice(body)
-    db = get_db()
+    conflict, record, settled = resolve_conflict(get_db(), conflict_id, choice, value)
+    return jsonify({"conflict": conflict, "record": record, "settled": settled})
+
+
+def resolve_conflict(db, conflict_id, choice, value):
+    """Resolve a conflict as `g.user`: the API's resolve and the console's.
+
+    :param choice: "keep" (the current value) or "value" (write `value`).
+    :returns: (the conflict as listed, the record's new wire state, ids of
+        other entries it settled); raises `ApiError` 404/409/400/403.
+    """
     catalog = Catalog(db)
     hidden, _ = _hidden_forms(catalog)
     cfg = current_app.config
@@ -240,8 +250,7 @@ def resolve(conflict_id):
               {"conflict": conflict_id, "record_id": conflict["record_id"],
                "field": conflict["field"], "choice": choice, "settled": settled})
         done = _conflict_row(db, conflict_id)
-    return jsonify({"conflict": _conflict_out(done), "record": record,
-                    "settled": settled})
+    return _conflict_out(done), record, settled
 
 
 @bp.get("/api/v1/invalid_merges")

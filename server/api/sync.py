@@ -1,7 +1,7 @@
 """`POST /api/v1/sync/push` and `GET /api/v1/sync/pull` (DESIGN.md "HTTP API v1")."""
-import contextlib
 import hashlib
 import json
+import logging
 import re
 import sqlite3
 from datetime import timedelta
@@ -14,7 +14,7 @@ from schemas import wire
 from schemas.forms import best_language
 from schemas.merge import CLOCK_MODES
 
-from .. import auth, clock, cursor, storage
+from .. import auth, clock, cursor, rejections, storage
 from ..body import read_json
 from ..catalog import Catalog
 from ..db import get_db, read_snapshot, write_transaction
@@ -22,6 +22,7 @@ from ..errors import ApiError, Unavailable, is_unavailable
 from ..scope import covers
 
 bp = Blueprint("sync", __name__)
+log = logging.getLogger("fieldsync.server")
 
 _DIGITS = re.compile(r"^[0-9]{1,9}\Z")
 
@@ -110,7 +111,7 @@ def _stored_answer(db, device_id, batch_id, body_sha, payload):
                      "batch_id = ?", [device_id, batch_id]).fetchone()
     if row is None:
         return None
-    if row[0] != body_sha and row[0] != _legacy_sha256(payload):
+    if row[0] != body_sha and (payload is None or row[0] != _legacy_sha256(payload)):
         raise ApiError("batch_id_reused", "This batch id was already used with a different "
                        "body; give each batch its own id.", 409,
                        details={"batch_id": batch_id})
@@ -181,16 +182,21 @@ def push():
         return _push_answer(db, answer, envelope["records"])
     # Envelope of each change: a malformed one is rejected alone.
     changes = []
-    for raw in envelope["records"]:
+    # The raw changes are dropped as they are checked (a bad push's memory:
+    # issue 14); only a batch stored before orjson needed them again
+    # (_legacy_sha256), and the check above has found any such one already.
+    raws, payload["records"] = payload["records"], None
+    envelope.pop("records")
+    raws.reverse()
+    while raws:
+        raw = raws.pop()
         change, errors = wire.load_change(raw)
         if errors:
             rid = _raw_id(raw)
             if _forbidden_by_raw_area(db, raw, user, rid):
-                changes.append({"id": rid, "status": "forbidden",
-                                "errors": {"area": ["This area is outside your areas."]}})
+                changes.append(rejections.forbidden(rid, "This area is outside your areas."))
             else:
-                changes.append({"id": rid, "status": "rejected", "code": "invalid",
-                                "errors": errors})
+                changes.append(rejections.rejected(rid, errors, "invalid"))
         else:
             changes.append(change)
     server_now = clock.utc_now()
@@ -200,7 +206,7 @@ def push():
         prechecked = storage.precheck(db, changes, tz_name=cfg["TIMEZONE"])
         with write_transaction(db):
             # Re-check under the write lock: the same batch may be in flight twice.
-            answer = _stored_answer(db, device_id, batch_id, body_sha, payload)
+            answer = _stored_answer(db, device_id, batch_id, body_sha, None)
             if answer is not None:
                 return _push_answer(db, answer, envelope["records"])
             writer = storage.Writer(db, tolerance_seconds=cfg["CLOCK_TOLERANCE_SECONDS"],
@@ -215,13 +221,21 @@ def push():
                 result = change if "status" in change else \
                     writer.apply(change, user=user, device=device_id, prechecked=pre)
                 if pending or result["status"] in ("rejected", "forbidden"):
-                    storage.note_rejection(db, device_id, result, writer.now)
+                    rejections.note_rejection(db, device_id, batch_id, result, writer.now)
                     pending = True
                 results.append(result)
             answer = orjson.dumps({
                 "results": results, "hlc": writer.hlc(),
                 "skew": {"seconds": round(skew, 3), "restamped": writer.restamped}})
             writer.finish()
+            counts = dict.fromkeys(("applied", "unchanged", "conflict", "rejected",
+                                    "forbidden"), 0)
+            for result in results:
+                counts[result["status"]] += 1
+            # Who pushed what and how many: no field value in the audit.
+            auth.audit(db, user["username"], "push", {
+                "device_id": device_id, "batch_id": batch_id, "records": len(results),
+                **counts})
             db.execute("INSERT INTO devices (device_id, username, app_version, last_push, "
                        "skew_seconds, restamped) VALUES (?, ?, ?, ?, ?, ?) "
                        "ON CONFLICT (device_id) DO UPDATE SET username = excluded.username, "
@@ -291,11 +305,13 @@ def pull():
         hlc = clock.current(db)
     restricted = catalog.restricted_forms()
     read = sorted({form for _, form, _ in records} & set(restricted))
-    # The write lock (and an fsync) only when there is something to record:
-    # a restricted read, or the end of a pull (the devices view shows the last
+    # Every page is audited (who, which device, how many records); the end of
+    # a pull is also the device's last_pull (the devices view shows the last
     # complete pull, so a device stuck mid-pull shows as behind).
     try:
-        with write_transaction(db) if read or not more else contextlib.nullcontext():
+        with write_transaction(db):
+            auth.audit(db, user["username"], "pull", {
+                "device_id": user["device_id"], "records": len(records), "more": more})
             if not more:
                 db.execute("INSERT INTO devices (device_id, username, last_pull) "
                            "VALUES (?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET "
@@ -306,10 +322,12 @@ def pull():
                     "forms": read, "via": "pull", "device_id": user["device_id"],
                     "records": [rid for rid, form, _ in records if form in read]})
     except sqlite3.OperationalError as exc:
-        # A busy database must not fail an ordinary read (last_pull is only
-        # informative), but a restricted read is never sent unaudited.
+        # A busy or full database must not stop devices from receiving
+        # records (the page is then sent without its audit row and last_pull),
+        # but a restricted read is never sent unaudited.
         if not is_unavailable(exc) or read:
             raise
+        log.warning("A pull page was sent unaudited: the database is busy or full.")
     # The records are their stored JSON (storage.wire_text), joined as bytes
     # in one copy: no record is decoded or encoded here.
     head = b'{"records":['
