@@ -186,7 +186,10 @@ def push():
     # issue 14); only a batch stored before orjson needed them again
     # (_legacy_sha256), and the check above has found any such one already.
     raws, payload["records"] = payload["records"], None
-    envelope.pop("records")
+    # The answer's language needs each change's form only (_push_answer).
+    envelope["records"] = [{"id": r.get("id"), "form": r.get("form"),
+                            "form_version": r.get("form_version")}
+                           for r in raws if isinstance(r, dict)]
     raws.reverse()
     while raws:
         raw = raws.pop()
