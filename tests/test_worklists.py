@@ -115,3 +115,12 @@ def test_report_command_files_read_back(client, db_path, tmp_path):
     assert out.read_text("utf-8").splitlines()[0].startswith("person_id,name,area,fact")
     bad = run_cli(db_path, *args[:-2], "--to", "2026-02-31", check=False)
     assert bad.returncode != 0 and "to" in bad.stderr
+
+
+def test_openapi_documents_indicators_and_worklists(client):
+    doc = client.get("/api/openapi.json").get_json()
+    params = {p["name"] for p in doc["paths"]["/api/v1/indicators"]["get"]["parameters"]}
+    assert {"area", "from", "to", "lang"} <= params
+    names = doc["paths"]["/api/v1/worklists/{name}"]["get"]["parameters"][0]["schema"]["enum"]
+    assert "sam_mam" in names and "growth_overdue" in names
+    assert "IndicatorReport" in doc["components"]["schemas"]

@@ -61,3 +61,72 @@ def get_worklist(name):
         raise ApiError("not_found", f"No work list named {name[:40]!r}; the lists are "
                        f"{', '.join(worklists.NAMES)}.", 404, details={"parameter": "name"})
     return jsonify(answer)
+
+
+_ERR = {"description": "Error", "content": {"application/json": {"schema": {
+    "$ref": "#/components/schemas/Error"}}}}
+_CELL = {"type": "object", "required": ["numerator", "denominator", "value"], "properties": {
+    "numerator": {"type": "integer", "nullable": True},
+    "denominator": {"type": "integer", "nullable": True},
+    "value": {"type": "number", "nullable": True,
+              "description": "A percentage (one decimal), or the count when the "
+                             "denominator is null."}}}
+OPENAPI_SCHEMAS = {
+    "IndicatorReport": {"type": "object", "required": ["area", "from", "to", "indicators"],
+                        "properties": {
+        "area": {"type": "string", "nullable": True}, "from": {"type": "string"},
+        "to": {"type": "string"}, "lang": {"type": "string", "enum": ["vi", "en"]},
+        "indicators": {"type": "array", "items": {
+            "type": "object", "required": ["id", "label", "numerator", "denominator",
+                                           "value", "by"],
+            "properties": {**_CELL["properties"], "id": {"type": "string"},
+                           "label": {"type": "string"},
+                           "by": {"type": "object", "additionalProperties": {
+                               "type": "object", "additionalProperties": _CELL}},
+                           "extra": {"type": "object"},
+                           "withheld": {"type": "boolean"}}}}}},
+    "WorkList": {"type": "object", "required": ["name", "area", "on", "rows"], "properties": {
+        "name": {"type": "string"}, "area": {"type": "string", "nullable": True},
+        "on": {"type": "string"},
+        "rows": {"type": "array", "items": {
+            "type": "object", "required": ["person", "area", "fact", "date", "days_overdue"],
+            "properties": {
+                "person": {"type": "object", "properties": {
+                    "id": {"type": "string", "nullable": True},
+                    "name": {"type": "string", "nullable": True}}},
+                "area": {"type": "string"}, "fact": {"type": "string"},
+                "date": {"type": "string", "nullable": True},
+                "days_overdue": {"type": "integer"}, "details": {"type": "object"}}}}}},
+}
+
+
+def _q(name, description, required=False, fmt=None):
+    schema = {"type": "string", **({"format": fmt} if fmt else {})}
+    return {"name": name, "in": "query", "required": required, "description": description,
+            "schema": schema}
+
+
+OPENAPI_PATHS = {
+    "/api/v1/indicators": {"get": {
+        "summary": "DOMAIN.md §2 indicators for an area and a period (supervisors, admins).",
+        "operationId": "indicators", "security": [{"bearer": []}],
+        "parameters": [_q("area", "An area code (default: the caller's areas)."),
+                       _q("from", "First day of the period.", True, "date"),
+                       _q("to", "Last day (the status indicators' reference date).", True,
+                          "date"),
+                       _q("lang", "vi or en (default: Accept-Language, then vi).")],
+        "responses": {"200": {"description": "The indicators", "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/IndicatorReport"}}}},
+            "400": _ERR, "401": _ERR, "403": _ERR}}},
+    "/api/v1/worklists/{name}": {"get": {
+        "summary": "A work list for an area (supervisors, admins).",
+        "operationId": "worklist", "security": [{"bearer": []}],
+        "parameters": [{"name": "name", "in": "path", "required": True,
+                        "schema": {"type": "string", "enum": list(worklists.NAMES)}},
+                       _q("area", "An area code (default: the caller's areas)."),
+                       _q("on", "Reference date (default: today).", False, "date"),
+                       _q("lang", "Accepted for symmetry; rows carry codes.")],
+        "responses": {"200": {"description": "The rows, most overdue first", "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/WorkList"}}}},
+            "400": _ERR, "401": _ERR, "403": _ERR, "404": _ERR}}},
+}
