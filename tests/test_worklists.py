@@ -124,3 +124,24 @@ def test_openapi_documents_indicators_and_worklists(client):
     names = doc["paths"]["/api/v1/worklists/{name}"]["get"]["parameters"][0]["schema"]["enum"]
     assert "sam_mam" in names and "growth_overdue" in names
     assert "IndicatorReport" in doc["components"]["schemas"]
+
+
+def test_migration_backfills_facts_of_stored_records(client, db_path):
+    import sqlite3
+    world = World(client)
+    woman_with_birth(world, "2026-02-01", 4)
+    conn = sqlite3.connect(db_path)
+    before = conn.execute("SELECT id, form, area, subject, day, f FROM facts ORDER BY id").fetchall()
+    assert len(before) == 7   # person, pregnancy, 4 ANC contacts, outcome
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    from server import migrations
+    position = [fn.__name__ for fn in migrations.MIGRATIONS].index("m009_indicator_facts") + 1
+    conn.execute("DROP TABLE facts")
+    conn.execute(f"PRAGMA user_version = {position - 1}")
+    conn.commit()
+    conn.close()
+    run_cli(db_path, "init")
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == version
+    after = conn.execute("SELECT id, form, area, subject, day, f FROM facts ORDER BY id").fetchall()
+    assert after == before
