@@ -48,9 +48,9 @@ browser:
 # The README's console screenshots, written by the browser tests.
 screenshots: $(STAMP) browser
 	FIELDSYNC_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q -p no:randomly \
-	tests/test_console_browser.py
+	tests/test_console_browser.py tests/test_app_browser.py
 
-# Console page strings: extract, merge into each catalog, compile the
+# Console and device-app page strings: extract, merge into each catalog, compile the
 # committed .mo files (shipped as package data; no build step at install).
 translations: $(STAMP)
 	$(BIN)/pybabel -q extract -F server/console/babel.cfg -k _ -k gettext \
@@ -58,6 +58,11 @@ translations: $(STAMP)
 	$(BIN)/pybabel -q update -i server/console/translations/messages.pot \
 	  -d server/console/translations --width 100
 	$(BIN)/pybabel -q compile -d server/console/translations
+	$(BIN)/pybabel -q extract -F client_sync/app/babel.cfg -k _ -k gettext \
+	  -o client_sync/app/translations/messages.pot .
+	$(BIN)/pybabel -q update -i client_sync/app/translations/messages.pot \
+	  -d client_sync/app/translations --width 100
+	$(BIN)/pybabel -q compile -d client_sync/app/translations
 
 test-long: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

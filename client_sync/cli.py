@@ -342,5 +342,16 @@ class ExportProgress:
             self.bar.render_finish()
 
 
+@cli.command("app")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port on 127.0.0.1 (0: a free one).")
+@click.option("--no-browser", is_flag=True, help="Do not open the browser.")
+@click.pass_context
+def app_command(ctx, port, no_browser):
+    """Open the data-entry app in the browser (served on 127.0.0.1, works offline)."""
+    from .app import serve  # Flask is imported only here: the library stays Flask-free
+    serve(ctx.obj["data_dir"], port=port, open_browser=not no_browser, echo=click.echo)
+
+
 def main():
     cli(prog_name="fieldsync")

@@ -70,6 +70,30 @@ class CompiledForm:
                         out[rep.name].append({s.name: ev[s.name] for s in rep.group.computed})
         return {k: out[k] for k in self.computed_names + [r.name for r in top.repeats] if k in out}
 
+    def relevance(self, data) -> dict:
+        """Which fields are asked, given a draft's (normalised) values: the
+        same skip-logic closures validation runs, so a page hides exactly what
+        the validator would call "not asked" (the device app's live form).
+
+        :returns: ``{name: bool}`` for every field, and ``{"baby.0.sex": bool}``
+            for each field of each entry of a repeat.
+        """
+        top = self._top
+        vals = dict(data)
+        _derive(top, vals, None)
+        out = {}
+        for spec in top.specs:
+            out[spec.name] = spec.relevant is None or bool(spec.relevant(vals, None))
+        for rep in top.repeats:
+            entries = vals.get(rep.name)
+            for index, entry in enumerate(entries if isinstance(entries, list) else ()):
+                ev = dict(entry) if isinstance(entry, dict) else {}
+                _derive(rep.group, ev, vals)
+                for spec in rep.group.specs:
+                    out[f"{rep.name}.{index}.{spec.name}"] = (
+                        spec.relevant is None or bool(spec.relevant(ev, vals)))
+        return out
+
     # -- languages (DESIGN.md "Languages in form definitions") --------------------
 
     def title_in(self, lang=DEFAULT) -> str:

@@ -22,22 +22,10 @@ import hmac
 
 import sqlite3
 
-from flask import Blueprint, current_app, request
+from flask import current_app, request
 from flask.sessions import SecureCookieSessionInterface
-from flask_babel import Babel
-from flask_wtf.csrf import CSRFProtect
 
-bp = Blueprint("console", __name__, template_folder="templates", static_folder="static",
-               static_url_path="/console-static")
-
-LANGUAGES = ("vi", "en")
-LANGUAGE_COOKIE = "fieldsync_lang"
-
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'; connect-src 'self'")
-
-csrf = CSRFProtect()
-babel = Babel()
+from .blueprint import CSP, LANGUAGE_COOKIE, LANGUAGES, babel, bp, csrf  # noqa: F401
 
 
 class _SessionInterface(SecureCookieSessionInterface):

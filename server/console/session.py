@@ -20,7 +20,8 @@ from werkzeug.exceptions import HTTPException
 from .. import auth
 from ..db import get_db
 from ..errors import ApiError
-from . import LANGUAGE_COOKIE, LANGUAGES, bp, queries
+from . import queries
+from .blueprint import LANGUAGE_COOKIE, LANGUAGES, bp
 
 CONSOLE_ROLES = ("supervisor", "admin")
 
@@ -100,7 +101,13 @@ def sign_in():
 def sign_out():
     token = session.get("token")
     if token:
-        auth.logout(get_db(), auth.token_hash(token))
+        db = get_db()
+        try:
+            user = auth.authenticate(db, f"Bearer {token}")
+        except ApiError:
+            user = None  # already expired or revoked: nothing to revoke
+        if user:
+            auth.logout(db, user)
     session.clear()
     return redirect(url_for("console.sign_in"))
 

@@ -7,7 +7,8 @@ from flask_babel import gettext as _
 from .. import auth
 from ..db import get_db
 from ..scope import ROLES
-from . import bp, queries
+from . import queries
+from .blueprint import bp
 from .session import error_page, signed_in
 
 

@@ -13,7 +13,8 @@ from ..db import get_db, write_transaction
 from ..errors import ApiError
 from ..scope import covers
 from ..storage import get_record
-from . import bp, queries
+from . import queries
+from .blueprint import bp
 from .session import signed_in
 from .text import label, parse_time, sort_key, tz
 
