@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 
-SCRIPTS = ("wire", "push_pull", "scaling", "device", "validate", "export", "peers", "growth")
+SCRIPTS = ("wire", "push_pull", "scaling", "device", "validate", "export", "peers", "growth",
+           "indicators")
 # Scripts owned by other engineers run as they are, in a child process.
 CHILD_ARGS = {
     "validate": {"full": [], "quick": ["--rounds", "3", "--number", "1000"],
@@ -118,6 +119,15 @@ def goals(results: dict) -> list[tuple[str, str, str]]:
         v = gr["zscores_per_s"]
         add("z-scores >= 50,000 measurements/s", f"{v:,.0f} meas/s", v >= 50_000,
             f"{v / 50_000:.0%} of the goal")
+    ind = results.get("indicators") or {}
+    if "province_s" in ind:   # issue 15; the goal is at 1M records (make bench)
+        add(f"indicator report, province of {ind['records']:,} records <= 10 s (goal at 1M)",
+            f"{ind['province_s']:.2f} s, {ind['province_rss_mb']:.0f} MB",
+            ind["province_s"] <= 10 and ind["province_rss_mb"] <= 200, "see bench/README.md")
+        add("commune-month report <= 200 ms", f"{ind['commune_month_ms']:.0f} ms",
+            ind["commune_month_ms"] <= 200, "slow")
+        add("commune work list <= 200 ms", f"{ind['worklist_ms']:.0f} ms",
+            ind["worklist_ms"] <= 200, "slow")
     w = results.get("wire") or {}
     if "push_gzip1_bytes" in w:
         b = w["push_gzip1_bytes"]

@@ -13,6 +13,7 @@ import click
 
 from . import admin_cli, auth, catalog, exports, migrations
 from .db import connect, make_private_file, write_transaction
+from .indicators.report import report
 
 DEFAULT_DB = "var/fieldsync.db"
 
@@ -351,6 +352,7 @@ def _write_file(job, out):
 # device and audit: the admin commands live in their own module.
 cli.add_command(admin_cli.device, "device")
 cli.add_command(admin_cli.audit, "audit")
+cli.add_command(report)  # `report indicators|worklist` (server/indicators/report.py)
 
 
 def main():

@@ -211,6 +211,15 @@ def m008_records_warnings(db):
         db.execute("ALTER TABLE records ADD COLUMN warnings TEXT")
 
 
+@migration
+def m009_indicator_facts(db):
+    # What the indicators and work lists read (server/indicators/facts.py),
+    # kept by every write from now on; filled here for the records stored.
+    from .indicators import facts  # late: migrations need not load it otherwise
+    facts.create_table(db)
+    facts.backfill(db)
+
+
 def current_version(db):
     return db.execute("PRAGMA user_version").fetchone()[0]
 

@@ -248,7 +248,7 @@ def spec(limits):
     paths = _paths()
     components = {"schemas": _schemas(limits),
                   "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}}
-    for name in ("exports", "review"):
+    for name in ("exports", "review", "indicators"):
         try:
             module = importlib.import_module(f"server.api.{name}")
         except ImportError:

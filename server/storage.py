@@ -18,6 +18,7 @@ from .catalog import Catalog
 # The column codecs live in codec.py; imported here too, where callers found them.
 from .codec import _dumps, create_texts, decode_state, encode_state, wire_text  # noqa: F401
 from .rejections import cap_errors, forbidden as _forbidden, rejected as _rejected
+from .indicators import facts
 from .scope import area_sql, can_read_form, can_write_form, covers
 
 SERVER_DEVICE = "server"
@@ -275,6 +276,7 @@ class Writer:
                 "UPDATE records SET form_version = ?, state = ?, data = ?, computed = ?, "
                 "deleted = ?, hlc = ?, seq = ?, updated_at = ?, updated_by = ?, device = ?, "
                 "flags = ?, wire = ?, warnings = ? WHERE id = ?", row)
+        facts.record_written(self.db, head, values, computed, deleted)  # indicators' facts
         # `state` (decoded) is filled in by _save, or on first use (_stored_record).
         saved = {"id": head["id"], "form": head["form"], "form_version": head["form_version"],
                  "area": head["area"], "state": None, "packed": packed, "seq": seq,

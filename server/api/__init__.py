@@ -23,7 +23,7 @@ log = logging.getLogger("fieldsync.server")
 
 BLUEPRINTS = ["meta", "auth", "forms", "sync", "devices"]
 #: Registered only when present (written separately: supervisors' tools).
-OPTIONAL_BLUEPRINTS = ["exports", "review"]
+OPTIONAL_BLUEPRINTS = ["exports", "review", "indicators"]
 
 
 def register(app):
