@@ -211,7 +211,7 @@ def push():
             # Re-check under the write lock: the same batch may be in flight twice.
             answer = _stored_answer(db, device_id, batch_id, body_sha, None)
             if answer is not None:
-                return _push_answer(db, answer, envelope["records"])
+                return _push_answer(db, answer, heads)
             writer = storage.Writer(db, tolerance_seconds=cfg["CLOCK_TOLERANCE_SECONDS"],
                                     tz_name=cfg["TIMEZONE"])
             writer.preload([c["id"] for c in changes if "status" not in c])
