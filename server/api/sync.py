@@ -187,9 +187,6 @@ def push():
     # (_legacy_sha256), and the check above has found any such one already.
     raws, payload["records"] = payload["records"], None
     envelope.pop("records")
-    # What the answer's translation needs of each change (its id and form).
-    heads = [{k: raw.get(k) for k in ("id", "form", "form_version")}
-             for raw in raws if isinstance(raw, dict)]
     raws.reverse()
     while raws:
         raw = raws.pop()
@@ -211,7 +208,7 @@ def push():
             # Re-check under the write lock: the same batch may be in flight twice.
             answer = _stored_answer(db, device_id, batch_id, body_sha, None)
             if answer is not None:
-                return _push_answer(db, answer, heads)
+                return _push_answer(db, answer, envelope["records"])
             writer = storage.Writer(db, tolerance_seconds=cfg["CLOCK_TOLERANCE_SECONDS"],
                                     tz_name=cfg["TIMEZONE"])
             writer.preload([c["id"] for c in changes if "status" not in c])
@@ -264,7 +261,7 @@ def push():
                               cfg["RETRY_AFTER_SECONDS"]) from None
         raise
     # Only now, after COMMIT, is the batch acknowledged.
-    return _push_answer(db, answer, heads)
+    return _push_answer(db, answer, envelope["records"])
 
 
 def _limit():
