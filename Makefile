@@ -76,10 +76,15 @@ test-2g: $(STAMP)
 	FIELDSYNC_REQUIRE_2G=1 $(BIN)/python -m pytest -q -s -m net2g
 
 # Coverage-guided fuzzing (atheris) of push, pull and the device's reading
-# of answers, FUZZ_SECONDS each; see fuzz/run.py.
+# of answers, FUZZ_SECONDS each; see fuzz/run.py. Then schemathesis over the
+# whole OpenAPI document against the real server, FUZZ_API_EXAMPLES per
+# operation and mode (`make test` runs 15).
+FUZZ_API_EXAMPLES ?= 500
 fuzz: $(STAMP)
 	$(BIN)/python -m pip install --quiet atheris==3.0.0
 	$(BIN)/python fuzz/run.py --seconds $(FUZZ_SECONDS)
+	FUZZ_API_EXAMPLES=$(FUZZ_API_EXAMPLES) $(BIN)/python -m pytest -q -p no:randomly \
+	  tests/test_api_fuzz.py -k whole_api
 
 # Mutation testing (mutmut 3, into .venv only) of the modules that carry the
 # promises: the merge, scope and role checks, auth, the write transaction and

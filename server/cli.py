@@ -285,14 +285,16 @@ CLI_USER = {"username": "cli", "role": "admin", "areas": []}
               help="Write to FILE (default: standard output, CSV and JSONL only).")
 @click.option("--since", help="Only records committed at or after this ISO 8601 time.")
 @click.option("--until", help="Only records committed before this ISO 8601 time.")
+@click.option("--after", metavar="TOKEN", help="Only records changed since the export that "
+              "printed this token (\"next: --after TOKEN\"), each once, as they are now.")
 @click.option("--version", "version", type=click.IntRange(1), help="Only this form version.")
 @click.option("--include-deleted", is_flag=True,
               help="Add deleted records (and a deleted column).")
 @click.option("--bom", is_flag=True, help="Start CSV files with a UTF-8 BOM (for Excel).")
 @click.option("--repeat", help="CSV of one form: the entries of this repeat field instead.")
 @click.pass_context
-def export_command(ctx, target, fmt, area, out, since, until, version, include_deleted, bom,
-                   repeat):
+def export_command(ctx, target, fmt, area, out, since, until, after, version, include_deleted,
+                   bom, repeat):
     """Export the current state of FORM (or all forms) from the server's database."""
     fmt = fmt or ("xlsx" if target == "all" else "csv")
     if out is None and fmt in ("xlsx", "zip") and sys.stdout.isatty():
@@ -301,8 +303,9 @@ def export_command(ctx, target, fmt, area, out, since, until, version, include_d
     try:
         job = exports.open_export(
             ctx.obj["db_path"], catalog.Catalog(db), CLI_USER, target, fmt, area=area,
-            since=since, until=until, version=version, include_deleted=include_deleted,
-            bom=bom, repeat=repeat, tmpdir=os.path.dirname(os.path.abspath(out)) if out else None)
+            since=since, until=until, after=after, version=version,
+            include_deleted=include_deleted, bom=bom, repeat=repeat,
+            tmpdir=os.path.dirname(os.path.abspath(out)) if out else None)
     except exports.ExportError as exc:
         raise click.ClickException(str(exc))
     try:
@@ -322,6 +325,9 @@ def export_command(ctx, target, fmt, area, out, since, until, version, include_d
         job.close()
     if out is not None:
         click.echo(f"Exported {job.count} {target} records to {out}.", err=True)
+    # On standard error, also when the export went to standard output.
+    click.echo(f"To append what changes from now on, next: --after {job.next_after}",
+               err=True)
 
 
 def _write_file(job, out):

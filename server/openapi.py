@@ -154,7 +154,7 @@ def _schemas(limits):
     }
 
 
-def _paths():
+def _paths(limits):
     bearer = [{"bearer": []}]
     return {
         "/api/v1/": {"get": {
@@ -213,9 +213,12 @@ def _paths():
             "operationId": "pull", "security": bearer,
             "parameters": [
                 {"name": "cursor", "in": "query", "required": False,
+                 "description": "The `cursor` of the previous page, as given (at most 200 "
+                                "characters); empty or absent: from the start.",
                  "schema": {"type": "string", "maxLength": 200}},
                 {"name": "limit", "in": "query", "required": False,
-                 "schema": {"type": "integer", "minimum": 1}},
+                 "schema": {"type": "integer", "minimum": 1,
+                            "maximum": limits["pull_limit_max"]}},
                 {"name": "clocks", "in": "query", "required": False,
                  "description": "all (default): every field's clock; sparse: only the "
                                 "clocks that differ from the record's hlc, as in a push; "
@@ -245,7 +248,7 @@ def _paths():
 
 def spec(limits):
     """The whole document, with the limits this server enforces."""
-    paths = _paths()
+    paths = _paths(limits)
     components = {"schemas": _schemas(limits),
                   "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}}
     for name in ("exports", "review", "indicators"):

@@ -600,3 +600,80 @@ def test_real_server_answers_protocol_garbage_with_a_4xx(live_server, request_by
     assert "application/json" in head.lower(), head
     crashkit.await_ready(live_server.url, timeout=60)
     assert counts(live_server.db) == before
+
+
+# -- schemathesis over the whole document, against the real server ------------------------
+
+#: Examples per operation and mode; `make fuzz` runs FUZZ_API_EXAMPLES=500.
+API_EXAMPLES = int(os.environ.get("FUZZ_API_EXAMPLES", "15"))
+
+
+def test_schemathesis_whole_api_against_the_real_server(live_server):
+    """Every operation of /api/openapi.json, schema-valid and schema-violating
+    requests, sent over HTTP to the real server process (waitress in its
+    workers): never a 5xx, every error in the {"error","message","details"}
+    shape, and schema-valid requests answered within the document (status
+    codes, content types, bodies and headers as declared)."""
+    schemathesis = pytest.importorskip("schemathesis")
+    from hypothesis import given as h_given
+    from hypothesis.errors import Unsatisfiable
+    from schemathesis.generation import GenerationMode
+    from schemathesis.specs.openapi.checks import positive_data_acceptance
+    schema = schemathesis.openapi.from_url(live_server.url + "/api/openapi.json")
+    ops = [r.ok() for r in schema.get_all_operations()]
+    assert len(ops) >= 11, [op.path for op in ops]
+    tokens = {"sup": live_server.login("sup", "dev-fuzz-whole"),
+              "logout": live_server.login("sup", "dev-fuzz-logout")}
+    failures = []
+    for op in ops:
+        token = tokens["logout" if op.path.endswith("/logout") else "sup"]
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            @h_given(case=op.as_strategy(generation_mode=mode))
+            @settings(max_examples=API_EXAMPLES, deadline=None, database=None,
+                      suppress_health_check=list(HealthCheck))
+            def check(case):
+                headers = {"Authorization": "Bearer " + token, **(case.headers or {})}
+                if mode is GenerationMode.POSITIVE:
+                    # A schema-valid but unknown cursor, id or device is rightly a 4xx.
+                    resp = case.call_and_validate(base_url=live_server.url, headers=headers,
+                                                  excluded_checks=[positive_data_acceptance],
+                                                  timeout=60)
+                else:
+                    resp = case.call(base_url=live_server.url, headers=headers, timeout=60)
+                assert resp.status_code < 500, (case.as_curl_command(), resp.text[:500])
+                if resp.status_code >= 400 and op.path.startswith("/api/"):
+                    body = json.loads(resp.text, parse_constant=_no_constant)
+                    assert set(body) == {"error", "message", "details"}, \
+                        (case.as_curl_command(), body)
+
+            try:
+                check()
+            except Unsatisfiable:
+                pass                      # nothing to violate: GET /api/v1/ takes nothing
+            except Exception as exc:          # every operation runs; all reported at once
+                failures.append(f"{op.method.upper()} {op.path} {mode.value}: {exc}"[:3000])
+    assert not failures, "\n\n".join(failures)
+    crashkit.await_ready(live_server.url, timeout=60)
+
+
+def test_the_document_declares_what_the_review_found_undeclared(env):
+    """Empty `area=` (the same as none), paging `after` up to 2^62 (and no
+    further), a 200-character pull cursor, the export's `after` token, the
+    pull limit's maximum: each declared as the server treats it."""
+    import re
+    spec = json.loads(env["client"].get("/api/openapi.json").get_data())
+
+    def param(path, name):
+        [p] = [p for p in spec["paths"][path]["get"]["parameters"] if p["name"] == name]
+        return p["schema"]
+
+    for path in ("/api/v1/exports/{name}", "/api/v1/conflicts", "/api/v1/invalid_merges"):
+        assert re.search(param(path, "area")["pattern"], "")
+        assert re.search(param(path, "area")["pattern"], "QN.LM.03")
+        assert not re.search(param(path, "area")["pattern"], "qn")
+    for path in ("/api/v1/conflicts", "/api/v1/invalid_merges"):
+        assert param(path, "after")["maximum"] == 2 ** 62
+    assert param("/api/v1/exports/{name}", "after")["maximum"] == 2 ** 63 - 1
+    assert param("/api/v1/sync/pull", "cursor")["maxLength"] == 200
+    limits = json.loads(env["client"].get("/api/v1/").get_data())["limits"]
+    assert param("/api/v1/sync/pull", "limit")["maximum"] == limits["pull_limit_max"]

@@ -19,7 +19,7 @@ bp = Blueprint("exports", __name__)
 # ASCII digits only: str.isdigit() also accepts '²', which int() refuses (a 500).
 _DIGITS = re.compile(r"^[0-9]{1,9}\Z")
 
-PARAMS = ("area", "since", "until", "version", "include_deleted", "bom", "repeat")
+PARAMS = ("area", "since", "until", "after", "version", "include_deleted", "bom", "repeat")
 
 
 def _params():
@@ -31,7 +31,8 @@ def _params():
                        f"takes {', '.join(PARAMS)}.", 400, details={"parameter": unknown[0]})
     args = request.args
     out = {"area": args.get("area") or None, "since": args.get("since") or None,
-           "until": args.get("until") or None, "repeat": args.get("repeat") or None}
+           "until": args.get("until") or None, "after": args.get("after") or None,
+           "repeat": args.get("repeat") or None}
     try:
         out["include_deleted"] = exports.parse_bool(args.get("include_deleted", ""),
                                                     "include_deleted")
@@ -87,8 +88,12 @@ def export(name):
         "Cache-Control": "no-store",        # health records: never kept by a proxy
         "X-Fieldsync-Count": str(job.count),
     }
+    # Pass as `after` next time for "every record changed since this export":
+    # exact, in commit order (README "Export").
+    headers["X-Fieldsync-Next-After"] = str(job.next_after)
     if job.next_since:
-        # Pass as `since` next time for "everything since my last export".
+        # Kept for older scripts: as `since` (inclusive) it repeats the rows
+        # of the newest commit; `after` does not.
         headers["X-Fieldsync-Next-Since"] = job.next_since
     if job.length is not None:
         headers["Content-Length"] = str(job.length)
@@ -115,25 +120,38 @@ OPENAPI_PATHS = {
         "description": "`name` is `<form>.<csv|xlsx|jsonl>`, `all.xlsx` (a sheet per form "
                        "and per repeat) or `all.zip` (a CSV per form and per repeat). "
                        "Supervisors (their areas) and admins only. Headers: "
-                       "`X-Fieldsync-Count` (records), `X-Fieldsync-Next-Since` (pass as "
-                       "`since` next time), `Content-Length` for XLSX.",
+                       "`X-Fieldsync-Count` (records), `X-Fieldsync-Next-After` (pass as "
+                       "`after` next time: every record changed since this export, once, "
+                       "in its current state), `X-Fieldsync-Next-Since` (older: the newest "
+                       "commit time, inclusive, so it repeats that commit's rows), "
+                       "`Content-Length` for XLSX. An empty parameter is the same as none.",
         "parameters": [
             {"name": "name", "in": "path", "required": True,
              "schema": {"type": "string", "pattern": r"^[a-z0-9_]+\.(csv|xlsx|jsonl|zip)$"}},
-            {"name": "area", "in": "query", "schema": {"type": "string",
-                                                        "pattern": r"^[A-Z0-9]+(\.[A-Z0-9]+)*$"}},
+            {"name": "area", "in": "query", "schema": {
+                "type": "string", "pattern": r"^([A-Z0-9]+(\.[A-Z0-9]+)*)?$"}},
             {"name": "since", "in": "query", "schema": {"type": "string"},
              "description": "ISO 8601, inclusive, on server commit time."},
             {"name": "until", "in": "query", "schema": {"type": "string"},
              "description": "ISO 8601, exclusive, on server commit time."},
-            {"name": "version", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+            {"name": "after", "in": "query",
+             "schema": {"type": "integer", "minimum": 0, "maximum": 2 ** 63 - 1},
+             "description": "The `X-Fieldsync-Next-After` of an earlier export: only the "
+                            "records changed since it (exclusive, in commit order). 400 "
+                            "if it is past the newest change (another or restored "
+                            "database)."},
+            {"name": "version", "in": "query",
+             "schema": {"type": "integer", "minimum": 1, "maximum": 999999999}},
             {"name": "include_deleted", "in": "query", "schema": {"type": "string",
                                                                    "enum": ["0", "1"]}},
             {"name": "bom", "in": "query", "schema": {"type": "string", "enum": ["0", "1"]}},
             {"name": "repeat", "in": "query", "schema": {"type": "string"},
              "description": "CSV only: the entries of this repeat field."}],
         "responses": {
-            "200": {"description": "The export.", "content": {
+            "200": {"description": "The export.", "headers": {
+                "X-Fieldsync-Count": {"required": True, "schema": {"type": "integer"}},
+                "X-Fieldsync-Next-After": {"required": True, "schema": {"type": "integer"}},
+                "X-Fieldsync-Next-Since": {"schema": {"type": "string"}}}, "content": {
                 "text/csv": _BINARY, "application/x-ndjson": _BINARY,
                 "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": _BINARY,
                 "application/zip": _BINARY}},

@@ -306,8 +306,10 @@ def _ref(name):
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-_AREA = {"type": "string", "pattern": r"^[A-Z0-9]+(\.[A-Z0-9]+)*$"}
-_PAGING = [{"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+# Empty (`area=`) is the same as no area: every area of the caller.
+_AREA = {"type": "string", "pattern": r"^([A-Z0-9]+(\.[A-Z0-9]+)*)?$"}
+_PAGING = [{"name": "after", "in": "query",
+            "schema": {"type": "integer", "minimum": 0, "maximum": 2 ** 62}},
            {"name": "limit", "in": "query",
             "schema": {"type": "integer", "minimum": 1, "maximum": LIMIT_MAX}}]
 

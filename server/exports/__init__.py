@@ -51,7 +51,7 @@ from .columns import (LEADING, TRAILING, Column, Layout, RepeatLayout, Tally, la
 from .job import (ALL_FORMATS, CONTENT_TYPES, FORMATS, Export, ExportDenied, ExportNotFound,
                   export_filename, open_export)
 from .query import (CHUNK, ExportError, Filters, Snapshot, area_clause, narrowed_areas,
-                    parse_bool, parse_moment)
+                    parse_after, parse_bool, parse_moment)
 from .writers import csv_chunks, jsonl_chunks, jsonl_record, zip_chunks
 from .xlsx import XlsxWriter, file_chunks, sheet_name, write_xlsx, write_xlsx_interleaved
 
@@ -65,7 +65,7 @@ __all__ = [
     "csv_chunks", "jsonl_record", "jsonl_chunks", "zip_chunks", "sheet_name", "XlsxWriter",
     "write_xlsx", "write_xlsx_interleaved", "file_chunks",
     # query
-    "CHUNK", "Filters", "Snapshot", "ExportError", "parse_moment", "parse_bool",
+    "CHUNK", "Filters", "Snapshot", "ExportError", "parse_moment", "parse_after", "parse_bool",
     "narrowed_areas", "area_clause",
     # job
     "FORMATS", "ALL_FORMATS", "CONTENT_TYPES", "Export", "ExportDenied", "ExportNotFound",

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from .cells import TextTooLong
 from .columns import Tally, _definition, layout
 from .query import (CHUNK, ExportError, Filters, Snapshot, area_clause, narrowed_areas,
-                    parse_moment)
+                    parse_after, parse_moment)
 from .writers import csv_chunks, jsonl_chunks, zip_chunks
 from .xlsx import file_chunks, write_xlsx, write_xlsx_interleaved
 
@@ -45,6 +45,7 @@ class Export:
     content_type: str
     count: int                    # main rows (records) in the export
     next_since: str | None        # the newest commit time in the snapshot
+    next_after: int               # pass as `after` to continue exactly (Snapshot.next_after)
     forms: list
     restricted: list              # restricted forms included (audited as reads)
     details: dict                 # what the audit log records
@@ -68,7 +69,7 @@ def _readable_forms(catalog, user):
 
 
 def open_export(path, catalog, user, target, fmt, *, area=None, since=None, until=None,
-                version=None, include_deleted=False, bom=False, repeat=None,
+                after=None, version=None, include_deleted=False, bom=False, repeat=None,
                 tz="Asia/Ho_Chi_Minh", tmpdir=None, chunk=CHUNK):
     """Check an export request and open its snapshot.
 
@@ -78,6 +79,8 @@ def open_export(path, catalog, user, target, fmt, *, area=None, since=None, unti
     :param target: a form id, or "all".
     :param fmt: csv/xlsx/jsonl for a form; xlsx/zip for "all".
     :param since, until: ISO 8601 strings (inclusive / exclusive, commit time).
+    :param after: a token (str or int) from an earlier export's `next_after`:
+        only the records changed since that export.
     :param repeat: CSV of one form only: export that repeat's entries.
     :param chunk: records read from the database per query.
     :raises ExportError, ExportDenied, ExportNotFound: with a clear message.
@@ -127,19 +130,29 @@ def open_export(path, catalog, user, target, fmt, *, area=None, since=None, unti
     filters = Filters(where, params,
                       since=parse_moment(since, tz, "since") if since else None,
                       until=parse_moment(until, tz, "until") if until else None,
+                      after=(parse_after(str(after)) if after is not None and after != ""
+                             else None),
                       version=version, include_deleted=include_deleted)
     restricted = [fid for fid, v in chosen.items() if _definition(v[-1]).get("restricted_to")]
     details = {"target": target, "format": fmt, "forms": list(chosen),
                "filters": {"area": area, "since": filters.since, "until": filters.until,
+                           "after": filters.after,
                            "version": version, "include_deleted": include_deleted,
                            "repeat": repeat}}
     snapshot, job = Snapshot(path), None
     try:
+        if filters.after is not None and filters.after > snapshot.last_seq:
+            # A token no export of this database gave: one from another
+            # server, or from before a restore. Exporting "nothing new"
+            # would silently skip every change since.
+            raise ExportError("after", f"after={filters.after} is past the newest change "
+                              f"on this server ({snapshot.last_seq}): was the database "
+                              "restored from a backup? Export everything (no after) once.")
         count = snapshot.count(list(chosen), filters)
         details["rows"] = count
         name = target if repeat is None else f"{target}.{repeat}"
         job = Export(export_filename(name, fmt), CONTENT_TYPES[fmt], count,
-                     snapshot.last_updated_at, list(chosen), restricted, details)
+                     snapshot.last_updated_at, snapshot.next_after(filters), list(chosen), restricted, details)
         job._cleanup.append(snapshot.close)
         read = functools.partial(snapshot.records, chunk=chunk)
         _attach_body(job, snapshot, read, layouts, filters, fmt, bom, repeat_layout, tz,

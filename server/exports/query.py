@@ -25,11 +25,15 @@ class Filters:
 
     `since` is inclusive and `until` exclusive, both on `updated_at` (server
     commit time), so consecutive windows never overlap or leave a gap.
+    `after` is exclusive on `seq`, the commit-order number a record gets each
+    time it changes: the records changed after the export that handed out
+    that token (`Snapshot.next_after`), each once, in its current state.
     """
     area_sql: str = "1"
     area_params: list = field(default_factory=list)
     since: str | None = None
     until: str | None = None
+    after: int | None = None
     version: int | None = None
     include_deleted: bool = False
 
@@ -52,6 +56,9 @@ def _where(form, filters, form_column="form"):
     if filters.until:
         clauses.append("updated_at < ?")
         params.append(filters.until)
+    if filters.after is not None:
+        clauses.append("seq > ?")
+        params.append(filters.after)
     if filters.version is not None:
         clauses.append("form_version = ?")
         params.append(filters.version)
@@ -96,7 +103,27 @@ class Snapshot:
         # The snapshot starts with the first read, here, not at BEGIN.
         row = self.conn.execute(
             "SELECT updated_at, seq FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+        # The newest change in the snapshot: a write transaction numbers its
+        # changes under the write lock and a change moves its record to the
+        # new seq (records are never removed), so this snapshot holds every
+        # change numbered up to `last_seq` and none after it.
         self.last_updated_at, self.last_seq = row if row else (None, 0)
+
+    def next_after(self, filters):
+        """The token to pass as `after` to continue this export exactly.
+
+        Every change numbered up to it that matches the filters is in this
+        export (in its current state); every later change is not. Without
+        `until` that is the snapshot's newest seq. With `until`, it is just
+        before the first change committed at or after `until`, so the next
+        export starts where this one's time window stopped (commit time
+        grows with seq: server/clock.py `commit_time`)."""
+        if not filters.until:
+            return self.last_seq
+        row = self.conn.execute(
+            "SELECT seq FROM records WHERE seq > ? AND updated_at >= ? ORDER BY seq LIMIT 1",
+            [filters.after or 0, filters.until]).fetchone()
+        return self.last_seq if row is None else row[0] - 1
 
     def count(self, form, filters):
         """How many records the export of `form` (a list: those; None: all) holds."""
@@ -153,6 +180,12 @@ class ExportError(ValueError):
         self.field = field
 
 
+#: What `parse_moment` gives for a moment before year 1 or after year 9999 in
+#: UTC: text that sorts before / after every stored `updated_at` (24:00 is
+#: ISO 8601's end of a day), so `since=0001-01-01` means "from the start".
+EARLIEST, LATEST = "0001-01-01T00:00:00.000Z", "9999-12-31T24:00:00.000Z"
+
+
 def parse_moment(text, tz, field_name):
     """An ISO 8601 date or datetime as the stored `updated_at` form (UTC, ms, Z).
 
@@ -167,11 +200,35 @@ def parse_moment(text, tz, field_name):
                           f"(e.g. 2025-03-01 or 2025-03-01T08:00:00+07:00), not {text[:40]!r}.")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=ZoneInfo(tz) if isinstance(tz, str) else tz)
-    moment = moment.astimezone(timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    try:
+        moment = moment.astimezone(timezone.utc)
+    except OverflowError:
+        # Within a day of datetime's range (0001-01-01 in UTC+7, 9999-12-31
+        # in UTC-12): the UTC moment is before year 1 or after year 9999,
+        # outside every stored time, so the bound is "the beginning" or
+        # "the end" and the answer is still exact.
+        return EARLIEST if moment.year == 1 else LATEST
+    # Not strftime("%Y"): glibc writes year 1 as "1", which sorts after "2025".
+    return (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:"
+            f"{moment.minute:02d}:{moment.second:02d}.{moment.microsecond // 1000:03d}Z")
 
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+#: The largest `after` accepted: SQLite's largest integer.
+SEQ_MAX = 2 ** 63 - 1
+
+
+def parse_after(text, field_name="after"):
+    """An `after` token: a whole number 0..SEQ_MAX (ASCII digits only)."""
+    value = text.strip()
+    if not (value.isascii() and value.isdigit() and len(value) <= 19) \
+            or int(value) > SEQ_MAX:
+        raise ExportError(field_name, f"{field_name} must be the number an earlier export "
+                          "gave in X-Fieldsync-Next-After (a whole number from 0 to "
+                          f"{SEQ_MAX}), not {text[:40]!r}.")
+    return int(value)
 
 
 def parse_bool(text, field_name):
