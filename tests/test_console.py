@@ -344,3 +344,122 @@ def test_downloads_stream_the_api_exports_with_since_and_area(client):
     assert outside.status_code == 403 and "text/html" in outside.content_type
     bad = client.get("/downloads/household.csv?since=yesterday")
     assert bad.status_code == 400 and "ISO 8601" in bad.text
+
+
+# -- indicators and work lists (issue 16) -------------------------------------
+
+def _indicator_cells(page, ident):
+    """(numerator, denominator, value) as shown in the indicator's row."""
+    seg = page.split(f'data-indicator="{ident}"', 1)[1].split("data-indicator=", 1)[0]
+    seg = seg.split("</details>")[-1]
+    return [c.strip() for c in re.findall(r'<td class="num[^"]*">([^<]*)</td>', seg)[:3]]
+
+
+def _shown(ind):
+    num = str(ind["numerator"]) if ind["numerator"] is not None else "—"
+    den = str(ind["denominator"]) if ind["denominator"] is not None else ""
+    val = "—" if ind["value"] is None else (
+        f"{ind['value']} %" if ind["denominator"] is not None else str(ind["value"]))
+    return [num, den, val]
+
+
+@pytest.fixture
+def figures_world(client):
+    """Births in QN.LM.03 (February 2026) and one in QN.LMX.01, a SAM child."""
+    from tests.test_indicators import World, woman_with_birth
+
+    class Outside(World):
+        def push(self, form, data, version=2, area=None, record_id=None):
+            return super().push(form, data, version, "QN.LMX.01", record_id)
+
+    world = World(client)
+    woman_with_birth(world, "2026-02-10", 4)
+    woman_with_birth(world, "2026-02-20", 1, place="home", attendant="relative")
+    woman_with_birth(Outside(client, user="admin", device="dev-ind-x"), "2026-02-12", 4)
+    child = world.person(sex="male", dob="2025-01-01", full_name="Bé Nặng")
+    world.growth(child, "2025-01-01", "male", "2026-03-01", 7.0, 75.0, muac=118)  # SAM
+    world.child = child
+    return world
+
+
+def test_indicators_page_shows_the_apis_figures_and_refuses_other_areas(client, figures_world):
+    api = figures_world.indicators(area="QN.LM")
+    assert api["anc4"]["numerator"] == 1 and api["anc4"]["denominator"] == 2
+    sign_in(client, "sup")
+    page = client.get("/indicators", query_string={"area": "QN.LM", "period": "2026-Q1"})
+    assert page.status_code == 200
+    assert not re.search(r"<script>|\son[a-z]+=|style=", page.text)
+    for ident, ind in api.items():
+        assert _indicator_cells(page.text, ident) == _shown(ind), ident
+    assert ind["label"] in page.text                 # Vietnamese labels by default
+    # The monthly chart: births only in February.
+    title = re.search(r'data-indicator="anc4".*?<title>([^<]*)</title>', page.text, re.S)[1]
+    assert title == "2026-01: —; 2026-02: 50.0; 2026-03: —"
+    # The same figures for typed dates.
+    typed = client.get("/indicators", query_string={"area": "QN.LM", "from": "2026-01-01",
+                                                    "to": "2026-03-31"})
+    assert _indicator_cells(typed.text, "anc4") == _shown(api["anc4"])
+    for path in ("/indicators?area=QN.LMX&period=2026-Q1", "/worklists?area=QN.LMX",
+                 "/worklists/sam_mam?area=QN.LMX", "/worklists/sam_mam?area=QN.LMX&format=csv",
+                 "/indicators/download?area=QN.LMX&period=2026-Q1&format=csv"):
+        resp = client.get(path)
+        assert resp.status_code == 403 and "text/html" in resp.content_type, path
+        assert "QN.LMX.01" not in resp.text
+    assert client.get("/indicators?area=QN..X").status_code == 400
+    assert client.get("/indicators?period=2026-Q7").status_code == 400
+    # An admin sees the other commune's birth.
+    client.post("/sign-out", data={"csrf_token": csrf(client, "/")})
+    sign_in(client, "admin")
+    other = client.get("/indicators", query_string={"area": "QN.LMX", "period": "2026-Q1"})
+    assert _indicator_cells(other.text, "anc4") == ["1", "1", "100.0 %"]
+
+
+def test_health_worker_gets_no_figures_page(client):
+    assert sign_in(client, "hw").status_code == 403
+    for path in ("/indicators", "/worklists", "/worklists/sam_mam"):
+        assert client.get(path).status_code == 302
+
+
+def test_indicator_downloads_are_report_files_of_the_same_figures(client, figures_world):
+    import csv
+    import io
+
+    import openpyxl
+
+    api = figures_world.indicators(area="QN.LM")
+    sign_in(client, "sup")
+    q = {"area": "QN.LM", "from": "2026-01-01", "to": "2026-03-31"}
+    xlsx = client.get("/indicators/download", query_string={**q, "format": "xlsx"})
+    assert xlsx.status_code == 200 and "attachment" in xlsx.headers["Content-Disposition"]
+    sheet = openpyxl.load_workbook(io.BytesIO(xlsx.data))["indicators"]
+    rows = {r[0]: r for r in sheet.iter_rows(min_row=2, values_only=True)}
+    assert set(rows) == set(api)
+    assert rows["anc4"][2:5] == (1, 2, 50)
+    text = client.get("/indicators/download", query_string={**q, "format": "csv"}).data
+    head = [r for r in csv.DictReader(io.StringIO(text.decode())) if not r["breakdown"]]
+    assert {r["id"]: r["numerator"] for r in head} == {
+        k: "" if v["numerator"] is None else str(v["numerator"]) for k, v in api.items()}
+    assert client.get("/indicators/download", query_string={**q, "format": "pdf"}) \
+        .status_code == 400
+
+
+def test_worklists_pages_counts_rows_links_and_csv(client, figures_world):
+    sup = figures_world.sup()
+    api = client.get("/api/v1/worklists/sam_mam", query_string={"area": "QN.LM"},
+                     headers={"Authorization": f"Bearer {sup}"}).get_json()
+    assert [r["person"]["id"] for r in api["rows"]] == [figures_world.child]
+    sign_in(client, "sup")
+    lists = client.get("/worklists?area=QN.LM")
+    assert lists.status_code == 200 and lists.text.count('data-list="') == 9
+    count = re.search(r'data-list="sam_mam">.*?<td class="num">(\d+)</td>', lists.text)[1]
+    assert count == "1"
+    page = client.get("/worklists/sam_mam?area=QN.LM")
+    assert f'href="/records/{figures_world.child}">Bé Nặng</a>' in page.text
+    assert str(api["rows"][0]["days_overdue"]) in page.text
+    data = client.get("/worklists/sam_mam?area=QN.LM&format=csv")
+    assert data.status_code == 200 and data.mimetype == "text/csv"
+    assert figures_world.child in data.data.decode() and "Bé Nặng" in data.data.decode()
+    assert client.get("/worklists/nope").status_code == 404
+    dash = client.get("/")
+    assert re.search(r'data-list="sam_mam"><a [^>]*><strong>1</strong>', dash.text)
+    assert 'data-indicator="anc4"' in dash.text

@@ -268,3 +268,38 @@ def test_pages_are_vietnamese_first_and_switch_to_english(page, site, shots):
     page.screenshot(path=shots / "dashboard-en.png", full_page=True)
     submit(page, "header button[name=lang]")
     assert page.locator("h1").inner_text() == "Tổng quan"
+
+
+def test_indicators_page_and_a_work_list(page, site, shots):
+    """A SAM child measured this week: the indicators table with its monthly
+    charts, then the SAM/MAM work list linking to the child's record."""
+    from datetime import date
+    hw = site.login("hw", device_id="dev-hw-ind")
+    child, dob = str(uuid.uuid4()), date.today() - timedelta(days=500)
+    on = date.today() - timedelta(days=3)
+    t = now_ms()
+    _push(site, hw, "dev-hw-ind", [
+        change({"household_id": str(uuid.uuid4()), "full_name": "Bé Nặng", "sex": "male",
+                "dob": dob.isoformat(), "dob_precision": "exact", "ethnicity_code": "09",
+                "relationship_to_head": "child", "recorded_on": on.isoformat(),
+                "hi_has_card": "no", "vital_status": "alive"},
+               form="person", version=2, record_id=child, hlc=hlc_at(t, "dev-hw-ind")),
+        change({"child_id": child, "child_dob": dob.isoformat(), "child_sex": "male",
+                "child_dob_precision": "exact", "measured_on": on.isoformat(),
+                "weight_kg": 7.0, "lenhei_cm": 75.0, "position": "lying", "muac_mm": 118,
+                "oedema_bilateral": False, "referred_to": "district", "counselled": True},
+               form="growth", version=2, hlc=hlc_at(t, "dev-hw-ind", 1))])
+    sign_in(page, site)
+    page.click("nav >> text=Chỉ số")
+    page.wait_for_load_state()
+    assert page.locator("h1").inner_text() == "Chỉ số"
+    sam = page.locator("tr[data-indicator=sam]")
+    assert sam.locator("td.value").inner_text() != "—"
+    assert page.locator("svg.spark").count() >= 1
+    page.locator("tr[data-indicator=sam] summary").click()    # breakdowns, no script
+    page.screenshot(path=shots / "indicators.png", full_page=True)
+    page.goto(site.url + "/worklists/sam_mam")
+    link = page.locator("a", has_text="Bé Nặng")
+    assert link.get_attribute("href") == f"/records/{child}"
+    page.screenshot(path=shots / "worklist.png", full_page=True)
+    assert not page.errors

@@ -2,7 +2,8 @@
 
 - `session`: sign-in (the API's users, roles and limits), the session cookie,
   idle expiry, sign-out; every page needs a supervisor or an admin.
-- `views`: dashboard, conflicts, downloads, records; `users`: admins only.
+- `views`: dashboard, conflicts, downloads, records; `users`: admins only;
+- `figures`: indicators and work lists (the API's figures, in pages).
 - `queries`: the few SQL reads only the console needs.
 - `text`: folding Vietnamese for search, form labels in the page language,
   times in the deployment time zone.
@@ -101,6 +102,6 @@ def init_app(app):
     csrf.init_app(app)
     babel.init_app(app, locale_selector=_locale, timezone_selector=_timezone)
 
-    from . import session, text, users, views  # noqa: F401  (routes on `bp`)
+    from . import figures, session, text, users, views  # noqa: F401  (routes on `bp`)
     text.init_app(app)
     app.register_blueprint(bp)

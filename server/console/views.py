@@ -13,7 +13,7 @@ from ..db import get_db, write_transaction
 from ..errors import ApiError
 from ..scope import covers
 from ..storage import get_record
-from . import queries
+from . import figures, queries
 from .blueprint import bp
 from .session import signed_in
 from .text import label, parse_time, sort_key, tz
@@ -66,7 +66,8 @@ def dashboard():
         "dashboard.html", devices=devices[:50], device_total=len(devices),
         behind_total=sum(d["behind"] for d in devices), refused=refused,
         refused_total=sum(refused.values()), conflicts=conflicts, open_total=open_total,
-        chart=_chart(counts, forms), forms=forms, chart_days=CHART_DAYS)
+        chart=_chart(counts, forms), forms=forms, chart_days=CHART_DAYS,
+        headline=figures.headline(db, g.user))
 
 
 def _chart(counts, forms):
