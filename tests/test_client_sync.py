@@ -297,17 +297,19 @@ def test_a_sync_with_unchanged_forms_downloads_no_definitions(server_process, de
     assert asked == [(None, True, d.store.forms_etag())] and asked[0][2]
     report = d.sync()
     assert asked[-1] == (asked[0][2], False, asked[0][2]) and not report.forms_refreshed
-    assert len(d.store.load_forms()) == 17   # every published version
+    assert len(d.store.load_forms()) == 21   # every published version
     with pytest.raises(InvalidRecord):  # still validated offline by the cached forms
         d.add("household", {**household(), "poverty_status": "rich"})
-    household_v1 = next(f for f in bundled_definitions() if f["id"] == "household")
-    path = tmp_path / "household-v2.json"
-    path.write_text(json.dumps(dict(household_v1, version=2, title="Household (v2)")))
+    latest = max((f for f in bundled_definitions() if f["id"] == "household"),
+                 key=lambda f: f["version"])
+    newer = latest["version"] + 1   # a version nobody has published yet
+    path = tmp_path / "household-next.json"
+    path.write_text(json.dumps(dict(latest, version=newer, title="Household (next)")))
     run_cli(server_process.db, "forms", "publish", str(path))
     report = d.sync()
     assert asked[-1][:2] == (asked[0][2], True) and report.forms_refreshed
     assert d.store.forms_etag() == asked[-1][2] != asked[0][2]
-    assert ("household", 2) in {(f["id"], f["version"]) for f in d.store.load_forms()}
+    assert ("household", newer) in {(f["id"], f["version"]) for f in d.store.load_forms()}
 
 
 def _field_clocks(state):

@@ -61,13 +61,15 @@ def test_unchanged_forms_cost_a_304_and_a_new_version_changes_the_tag(server_pro
     assert other.status_code == 200 and other.json() == first.json()
     # The tag says nothing without a token.
     assert requests.get(url, headers={"If-None-Match": tag}, timeout=30).status_code == 401
-    household = next(d for d in bundled_definitions() if d["id"] == "household")
-    path = tmp_path / "household-v2.json"
-    path.write_text(json.dumps(dict(household, version=2, title="Household (v2)")))
+    household = max((d for d in bundled_definitions() if d["id"] == "household"),
+                    key=lambda d: d["version"])
+    newer = household["version"] + 1   # a version nobody has published yet
+    path = tmp_path / "household-next.json"
+    path.write_text(json.dumps(dict(household, version=newer, title="Household (next)")))
     run_cli(server_process.db, "forms", "publish", str(path))
     changed = requests.get(url, headers={**auth, "If-None-Match": tag}, timeout=30)
     assert changed.status_code == 200 and changed.headers["ETag"] != tag
-    assert ("household", 2) in {(f["id"], f["version"]) for f in changed.json()["forms"]}
+    assert ("household", newer) in {(f["id"], f["version"]) for f in changed.json()["forms"]}
 
 
 def test_devices_shows_syncs_rejections_and_skew_within_the_supervisors_areas(server_process):

@@ -12,15 +12,15 @@ def test_init_migrates_publishes_the_bundled_forms_and_is_idempotent(tmp_path):
     db = tmp_path / "new" / "fs.db"
     out = run_cli(db, "init").stdout
     from server.migrations import latest_version
-    assert f"schema version {latest_version()}" in out and "17 newly published" in out
+    assert f"schema version {latest_version()}" in out and "21 newly published" in out
     assert "user add NAME --role admin" in out  # says how to create the first user
     again = run_cli(db, "init").stdout
     assert "up to date" in again and "0 newly published" in again
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA user_version").fetchone()[0] == latest_version()
-    # Ten forms at v1, six of them at v2 too, and the club register (issue 15).
-    assert conn.execute("SELECT count(*) FROM forms").fetchone()[0] == 17
+    # Ten forms at v1 and v2, and the club register (issue 15, Vietnamese v2s).
+    assert conn.execute("SELECT count(*) FROM forms").fetchone()[0] == 21
 
 
 def test_init_upgrades_a_version_1_database_in_place(db_path):
@@ -121,6 +121,7 @@ def test_forms_publish_refuses_a_changed_definition_under_a_published_version(db
                                                                              tmp_path):
     from schemas.forms import bundled_definitions
     household = next(d for d in bundled_definitions() if d["id"] == "household")
+    assert household["version"] == 1   # sorted by id and version
     same = tmp_path / "same.json"
     same.write_text(json.dumps(household))
     assert "already published" in run_cli(db_path, "forms", "publish", str(same)).stdout
@@ -128,11 +129,15 @@ def test_forms_publish_refuses_a_changed_definition_under_a_published_version(db
     path = tmp_path / "changed.json"
     path.write_text(json.dumps(changed))
     proc = run_cli(db_path, "forms", "publish", str(path), check=False)
-    assert proc.returncode != 0 and "version 2" in proc.stderr
+    # v2 is bundled (the Vietnamese one), so the next free version is 3.
+    assert proc.returncode != 0 and "version 3" in proc.stderr
     path.write_text(json.dumps(dict(changed, version=2)))
-    assert "Published household v2" in run_cli(db_path, "forms", "publish", str(path)).stdout
+    proc = run_cli(db_path, "forms", "publish", str(path), check=False)
+    assert proc.returncode != 0 and "version 3" in proc.stderr   # v2 is published already
+    path.write_text(json.dumps(dict(changed, version=3)))
+    assert "Published household v3" in run_cli(db_path, "forms", "publish", str(path)).stdout
     listed = run_cli(db_path, "forms", "list").stdout
-    assert "household\tv2" in listed and "cp_report\tv1" in listed
+    assert "household\tv3" in listed and "cp_report\tv2" in listed
 
 
 def test_forms_publish_reports_a_broken_definition(db_path, tmp_path):
