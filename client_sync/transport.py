@@ -14,6 +14,7 @@ becomes a :class:`~client_sync.errors.SyncError`.
 from __future__ import annotations
 
 import errno
+import socket
 import ssl
 import time
 from urllib.parse import urlsplit
@@ -147,6 +148,7 @@ class Transport:
         self.token = token
         #: Connection attempts that failed before an answer (all calls so far).
         self.attempts = 0
+        self.tls_checked = False
         self.config = config or NetworkConfig.from_env()
         self.session = requests.Session()
         self.adapter = HTTPAdapter(max_retries=self._retry(None))
@@ -180,6 +182,8 @@ class Transport:
             locked-out user waits for minutes, or for an admin).
         """
         c = self.config
+        if self.base_url.startswith("https://") and not self.tls_checked:
+            self._check_tls()
         # Leave room for the last attempt's connect timeout inside the budget.
         deadline = time.monotonic() + max(0.0, c.give_up_after - c.connect_timeout)
         self.adapter.max_retries = self._retry(deadline, statuses)
@@ -205,7 +209,7 @@ class Transport:
                 # idempotent (a push replays its stored answer).
                 attempt += 1
                 self.attempts += 1
-                kind = permanent_failure(exc)
+                kind = permanent_failure(exc) or (attempt == 1 and self._speaks_plain_http())
                 if kind:
                     raise ServerAddressError(kind, self.base_url, attempt) from None
                 if time.monotonic() >= deadline:
@@ -219,6 +223,51 @@ class Transport:
             except requests.RequestException as exc:
                 raise SyncError(f"Request to {self.base_url} failed: {type(exc).__name__}.") from None
         return response
+
+    #: Seconds a TLS handshake may take before the address is checked for plain http.
+    TLS_HANDSHAKE_SECONDS = 4.0
+
+    def _check_tls(self):
+        """Once per transport, for https: does the server speak TLS at all?
+
+        A plain-http server waits for a request line and never answers a
+        handshake, which would otherwise be retried until the give-up time.
+        Only whether TLS is spoken is tested here (certificates are checked
+        by the real request); a slow handshake on a slow link is left to it.
+        """
+        parts = urlsplit(self.base_url)
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        try:
+            with socket.create_connection((parts.hostname, parts.port or 443),
+                                          timeout=self.config.connect_timeout) as raw:
+                raw.settimeout(self.TLS_HANDSHAKE_SECONDS)
+                with context.wrap_socket(raw, server_hostname=parts.hostname):
+                    pass
+        except ssl.SSLError:
+            raise ServerAddressError("tls", self.base_url) from None
+        except socket.timeout:
+            if self._speaks_plain_http():
+                raise ServerAddressError("tls", self.base_url) from None
+            return  # slow: the request itself retries
+        except OSError:
+            return  # refused, unknown host…: the request classifies it
+        self.tls_checked = True
+
+    def _speaks_plain_http(self):
+        """``"tls"`` when an https address failed but the same address answers
+        plain http (a server that waits for a whole request line never
+        answers a TLS handshake: it times out instead of failing)."""
+        if not self.base_url.startswith("https://"):
+            return None
+        plain = "http://" + self.base_url[len("https://"):]
+        try:
+            with requests.Session() as probe:
+                probe.get(plain + "/api/v1/", timeout=(self.config.connect_timeout, 3),
+                          allow_redirects=False)
+        except requests.RequestException:
+            return None
+        return "tls"
 
     def _decode(self, response):
         try:
