@@ -111,7 +111,7 @@ def form_lines(form, lang="en"):
             if field.get(key) is not None:
                 bound = field[key]
                 if isinstance(bound, dict):
-                    bound = (index.get(bound.get("field")) or {}).get("label", bound.get("field")) \
+                    bound = str(bound.get("field")) \
                         + (f" {bound['offset']}" if bound.get("offset") else "")
                 tags.append(f"{key} {bound}")
         if field.get("compute"):
