@@ -229,7 +229,7 @@ class Client:
         result = form.validate_create(data)
         if result.errors:
             errors = form.localize(result.errors, self.lang)
-            raise InvalidRecord(f"Invalid {form_id}: {describe_errors(errors)}", errors)
+            raise InvalidRecord(f"Invalid {form_id}: {self._explain(form, errors)}", errors)
         record_id = uuid7()
         self.store.local_change(record_id, user=user["username"], data=result.data, create={
             "form": form.id, "form_version": form.version, "area": area})
@@ -252,7 +252,7 @@ class Client:
             errors = {k: v for k, v in after.items() if k in data or k not in before}
         if errors:
             errors = form.localize(errors, self.lang)
-            raise InvalidRecord(f"Invalid edit: {describe_errors(errors)}", errors)
+            raise InvalidRecord(f"Invalid edit: {self._explain(form, errors)}", errors)
         return self.store.local_change(record_id, user=user["username"], data=result.data)
 
     def delete(self, record_id):
@@ -260,6 +260,18 @@ class Client:
         user = self._require_user()
         self._get_raw(record_id)
         return self.store.local_change(record_id, user=user["username"], delete=True)
+
+    def _explain(self, form, errors):
+        """``describe_errors``, with the label of each field whose value has a
+        required format: the label says what the format is ("10 digits (on an
+        old 15-character card, its last 10 digits)"), the validator does not."""
+        labels = {f["name"]: f["label"] for f in form.describe_fields(self.lang)
+                  if f.get("pattern")}
+        parts = []
+        for name, messages in errors.items():
+            line = describe_errors({name: messages})
+            parts.append(f"{line} ({labels[name]})" if name in labels else line)
+        return "; ".join(parts)
 
     @staticmethod
     def _input(form, data):
