@@ -441,8 +441,11 @@ class Client:
         finally:
             transport.close()
 
-    def status(self) -> dict:
-        """What a health worker needs to know before and after a sync."""
+    def status(self, warnings=True) -> dict:
+        """What a health worker needs to know before and after a sync.
+
+        :param warnings: also check every record's warnings (a pass over the
+            store; ``sync`` leaves it out)."""
         store = self.store
         # The offset measured at the start of the last sync (or login), and
         # what the server said of our clocks if that sync pushed anything.
@@ -455,7 +458,7 @@ class Client:
             for state in ("rejected", "forbidden")
             for r in store.iter_records(sync_state=state, include_deleted=True)]
         flagged = []
-        for record in store.iter_records():
+        for record in store.iter_records() if warnings else ():
             form = self.registry().get(record["form"], record["form_version"])
             found = form.validate_record(record["data"]).warnings if form else None
             if found:

@@ -187,9 +187,6 @@ def push():
     # (_legacy_sha256), and the check above has found any such one already.
     raws, payload["records"] = payload["records"], None
     envelope.pop("records")
-    # What the answer's translation needs of each change (its id and form).
-    heads = [{k: raw.get(k) for k in ("id", "form", "form_version")}
-             for raw in raws if isinstance(raw, dict)]
     raws.reverse()
     while raws:
         raw = raws.pop()
@@ -264,7 +261,7 @@ def push():
                               cfg["RETRY_AFTER_SECONDS"]) from None
         raise
     # Only now, after COMMIT, is the batch acknowledged.
-    return _push_answer(db, answer, heads)
+    return _push_answer(db, answer, envelope["records"])
 
 
 def _limit():
