@@ -8,13 +8,19 @@ and the pull finished (rejections and conflicts are reported, not failures).
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
 import sys
+from datetime import datetime, timezone
+from pathlib import Path
 
 import click
 
+from . import describe
 from .client import Client, describe_errors
-from .errors import FieldsyncError, SyncError
+from .config import APP_VERSION
+from .errors import ApiError, AuthError, FieldsyncError, ServerUnreachable, SyncError
 
 TRUE_WORDS = {"yes": True, "y": True, "true": True, "1": True,
               "no": False, "n": False, "false": False, "0": False}
@@ -26,6 +32,10 @@ class Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+        except KeyboardInterrupt:
+            _interrupted()
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except FieldsyncError as exc:
@@ -39,19 +49,57 @@ class Group(click.Group):
             raise click.ClickException(f"Unexpected error: {type(exc).__name__}: {exc}") from None
 
 
+def _quiet_broken_pipe():
+    """The reader went away (``fieldsync list | head -1``): stop quietly.
+
+    stdout is pointed at /dev/null so the interpreter's final flush does not
+    complain about the closed pipe either."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(0)
+
+
+def _interrupted():
+    """Ctrl-C: show the cursor again (a progress bar hides it) and say that
+    nothing is lost, then exit 130 as shells expect."""
+    if sys.stderr.isatty():
+        sys.stderr.write("\x1b[?25h")
+    click.echo("\nInterrupted. Nothing is lost: every saved record and unsent change stays "
+               "on this device; run `fieldsync sync` again to finish.", err=True)
+    sys.exit(130)
+
+
 @click.group(cls=Group)
+@click.version_option(APP_VERSION, "--version", prog_name="fieldsync",
+                      message="%(prog)s %(version)s")
 @click.option("--data-dir", type=click.Path(file_okay=False), envvar="FIELDSYNC_HOME",
               help="Data folder (default ~/.fieldsync; env FIELDSYNC_HOME).")
+@click.option("--lang", type=click.Choice(["vi", "en"]), envvar="FIELDSYNC_LANG", default="en",
+              show_default=True,
+              help="Language of labels and validation messages (env FIELDSYNC_LANG).")
 @click.pass_context
-def cli(ctx, data_dir):
+def cli(ctx, data_dir, lang):
     """fieldsync: collect health records offline and sync them when a link appears."""
-    ctx.obj = {"data_dir": data_dir}
+    ctx.obj = {"data_dir": data_dir, "lang": lang}
 
 
 def _client(ctx) -> Client:
-    client = Client(ctx.obj["data_dir"])
+    client = Client(ctx.obj["data_dir"], lang=ctx.obj.get("lang", "en"))
     ctx.call_on_close(client.close)
     return client
+
+
+def _warn(lines, record_id=None):
+    """Warnings on stderr (stdout keeps only what scripts read, e.g. an id)."""
+    for line in lines:
+        click.echo(f"Warning: {line}", err=True)
+    if lines:
+        click.echo("Check these now; danger signs need a referral today. "
+                   + (f"They stay visible in `fieldsync show {record_id[:8]}`." if record_id else ""),
+                   err=True)
 
 
 # -- value syntax ----------------------------------------------------------------------
@@ -98,8 +146,9 @@ def parse_value(field, raw):
     return raw
 
 
-def parse_assignments(form, pairs):
-    """``["a=1", "b="]`` → ``{"a": 1, "b": None}`` typed by ``form``."""
+def parse_assignments(form, pairs, client=None):
+    """``["a=1", "b="]`` → ``{"a": 1, "b": None}`` typed by ``form``. Text is
+    trimmed (blank is empty); a reference field takes an id prefix."""
     fields = {f["name"]: f for f in form.definition.get("fields", [])}
     data = {}
     for pair in pairs:
@@ -107,8 +156,15 @@ def parse_assignments(form, pairs):
         if not sep or not name:
             raise FieldsyncError(f"Expected field=value, got {pair!r}.")
         if name not in fields:
-            raise FieldsyncError(f"{form.id} has no field {name!r}. Fields: {', '.join(fields)}.")
-        data[name] = parse_value(fields[name], raw)
+            raise FieldsyncError(f"{form.id} has no field {name!r}. Fields: {', '.join(fields)}"
+                                 f" (see `fieldsync forms {form.id}`).")
+        kind = fields[name].get("type")
+        if kind in ("string", "text", "ref", "choice", "date", "time", "datetime"):
+            raw = raw.strip()
+        value = parse_value(fields[name], raw)
+        if kind == "ref" and isinstance(value, str) and client is not None:
+            value = client.resolve_id(value)
+        data[name] = value
     return data
 
 
@@ -147,11 +203,17 @@ def login(ctx, server, username):
 
 
 @cli.command("forms")
+@click.argument("form", required=False)
 @click.pass_context
-def forms_command(ctx):
-    """List the forms this device can fill in."""
-    for form in _client(ctx).forms():
-        click.echo(f"{form.id}\tv{form.version}\t{form.title}")
+def forms_command(ctx, form):
+    """List the forms; FORM: its fields, labels, hints, choices and when each is asked."""
+    client = _client(ctx)
+    if form:
+        for line in describe.form_lines(client.form(form), client.lang):
+            click.echo(line)
+        return
+    for compiled in client.forms():
+        click.echo(f"{compiled.id}\tv{compiled.version}\t{compiled.title_in(client.lang)}")
 
 
 @cli.command()
@@ -173,8 +235,10 @@ def add(ctx, form, assignments, area, json_file):
         except ValueError as exc:
             raise click.ClickException(f"{json_file.name}: not valid JSON ({exc}).") from None
     else:
-        data = parse_assignments(compiled, assignments)
-    click.echo(client.add(form, data, area=area))
+        data = parse_assignments(compiled, assignments, client)
+    record_id = client.add(form, data, area=area)
+    click.echo(record_id)
+    _warn(client.warnings(client.get(record_id)), record_id)
 
 
 @cli.command()
@@ -182,23 +246,32 @@ def add(ctx, form, assignments, area, json_file):
 @click.argument("assignments", nargs=-1, required=True)
 @click.pass_context
 def edit(ctx, record_id, assignments):
-    """Edit fields of a record: ID field=value … (field= clears)."""
+    """Edit fields of a record: ID field=value … (field= clears; an id prefix will do)."""
     client = _client(ctx)
+    record_id = client.resolve_id(record_id)
     record = client.get(record_id)
-    if record is None:
-        raise click.ClickException(f"No record {record_id} on this device.")
-    client.edit(record_id, parse_assignments(client.form(record["form"], record["form_version"]),
-                                             assignments))
+    client.edit(record_id, parse_assignments(
+        client.form(record["form"], record["form_version"]), assignments, client))
     click.echo(f"Saved {record_id} (pending sync).")
+    _warn(client.warnings(client.get(record_id)), record_id)
 
 
 @cli.command()
 @click.argument("record_id")
 @click.pass_context
 def delete(ctx, record_id):
-    """Delete a record (synced as a tombstone)."""
-    _client(ctx).delete(record_id)
+    """Delete a record (synced as a tombstone; an id prefix will do)."""
+    client = _client(ctx)
+    record_id = client.resolve_id(record_id)
+    client.delete(record_id)
     click.echo(f"Deleted {record_id} (pending sync).")
+
+
+def _name_of(record):
+    for key, value in record["data"].items():
+        if "name" in key and isinstance(value, str):
+            return value
+    return ""
 
 
 @cli.command("list")
@@ -206,9 +279,25 @@ def delete(ctx, record_id):
 @click.option("--area", help="Only this area and the areas under it.")
 @click.pass_context
 def list_command(ctx, form, area):
-    """List records: id, form, area, sync state."""
+    """List records: id, form, area, sync state, name."""
     for record in _client(ctx).list(form=form, area=area):
-        click.echo(f"{record['id']}\t{record['form']}\t{record['area']}\t{record['sync_state']}")
+        click.echo(f"{record['id']}\t{record['form']}\t{record['area']}\t{record['sync_state']}"
+                   f"\t{_name_of(record)}")
+
+
+@cli.command()
+@click.argument("text")
+@click.option("--form", help="Only this form.")
+@click.pass_context
+def find(ctx, text, form):
+    """Find records by name, ignoring case and diacritics ("hoa" finds "Hòa")."""
+    found = 0
+    for record, hits in _client(ctx).find(text, form=form):
+        found += 1
+        click.echo(f"{record['id']}\t{record['form']}\t{record['area']}\t"
+                   + "; ".join(hits.values()))
+    if not found:
+        raise click.ClickException(f"No record on this device has a name containing {text!r}.")
 
 
 @cli.command()
@@ -216,17 +305,78 @@ def list_command(ctx, form, area):
 @click.option("--json", "as_json", is_flag=True, help="The whole record as JSON.")
 @click.pass_context
 def show(ctx, record_id, as_json):
-    """Show one record, a `name: value` line per field."""
-    record = _client(ctx).get(record_id)
-    if record is None:
-        raise click.ClickException(f"No record {record_id} on this device.")
+    """Show one record: a `label (name): value` line per field, in form order."""
+    client = _client(ctx)
+    record = client.get(client.resolve_id(record_id))
     if as_json:
         click.echo(json.dumps(record, ensure_ascii=False, indent=2, sort_keys=True))
         return
-    for name, value in record["data"].items():
-        click.echo(f"{name}: {format_value(value)}")
-    for name, value in (record.get("computed") or {}).items():
-        click.echo(f"{name}: {format_value(value)}")
+    form = client.registry().get(record["form"], record["form_version"])
+    fields = describe.field_index(form.describe_fields(client.lang)) if form else {}
+    title = form.title_in(client.lang) if form else record["form"]
+    click.echo(f"{record['id']} {record['form']} v{record['form_version']} ({title}), "
+               f"area {record['area']}, {record['sync_state']}"
+               + (" — DELETED (pending sync)" if record["deleted"] and record["sync_state"]
+                  == "pending" else " — DELETED" if record["deleted"] else ""))
+    values = {**record["data"], **(record.get("computed") or {})}
+    order = [n for n in fields if n in values] + [n for n in values if n not in fields]
+    for name in order:
+        value = values[name]
+        if value is None:
+            continue
+        field = fields.get(name) or {}
+        label = field.get("label") or name
+        click.echo(f"{label} ({name}): {describe.value_words(field, value, client.lang)}")
+    if record.get("errors"):
+        click.echo(f"Refused by the server: {describe_errors(record['errors'])}")
+    for line in client.warnings(record):
+        click.echo(f"Warning: {line}")
+    for entry in client.conflicts(record["id"]):
+        field = fields.get(entry["field"]) or {}
+        click.echo(f"Conflict on {field.get('label') or entry['field']} ({entry['field']}): "
+                   f"kept {describe.value_words(field, entry['current']['value'], client.lang)}"
+                   f" ({entry['current'].get('user')}), lost "
+                   f"{describe.value_words(field, entry['losing']['value'], client.lang)}"
+                   f" ({entry['losing'].get('user')}); your supervisor resolves it.")
+
+
+@cli.command()
+@click.pass_context
+def conflicts(ctx):
+    """Open conflicts on records in your areas, with both values (as of the last sync)."""
+    client = _client(ctx)
+    entries = client.conflicts()
+    if not entries:
+        click.echo("No open conflicts (as of the last sync).")
+        return
+    for entry in entries:
+        record = client.get(entry["record_id"])
+        form = client.registry().latest(entry["form"])
+        fields = describe.field_index(form.describe_fields(client.lang)) if form else {}
+        field = fields.get(entry["field"]) or {}
+        name = _name_of(record) if record else ""
+        click.echo(f"{entry['record_id']} {entry['form']} {entry['area']}"
+                   + (f" {name}" if name else ""))
+        click.echo(f"  {field.get('label') or entry['field']} ({entry['field']}):")
+        for side, word in (("current", "kept"), ("losing", "lost")):
+            info = entry[side]
+            click.echo(f"    {word}: {describe.value_words(field, info.get('value'), client.lang)}"
+                       f" (by {info.get('user') or '?'} on {info.get('device') or '?'})")
+    click.echo(f"{len(entries)} open conflict(s): your supervisor chooses the value; both are "
+               "kept on the server until then. Nothing to do on this device.")
+
+
+def _advice(exc):
+    """What to do after a sync that did not finish, by what went wrong."""
+    if isinstance(exc, AuthError):
+        return ""  # the message says to sign in again
+    if isinstance(exc, ServerUnreachable):
+        return " Nothing is lost: unanswered changes stay queued; run `fieldsync sync` later."
+    if isinstance(exc, ApiError) and exc.status < 500:
+        return (" Nothing is lost: unanswered changes stay queued. Ask your supervisor "
+                "to check your account and areas.")
+    return (" Nothing is lost: unanswered changes stay queued; run `fieldsync sync` again "
+            "later, and ask your supervisor if it keeps failing.")
 
 
 @cli.command()
@@ -250,57 +400,156 @@ def sync(ctx):
         if phase == "pull" and done and done % 5000 == 0:
             click.echo(f"Received {done} records…", err=True)
 
+    def close_bar():
+        if bar["bar"] is not None:
+            bar["bar"].__exit__(None, None, None)
+            bar["bar"] = None
+
+    # Ctrl-C arrives as KeyboardInterrupt; SIGTERM too, so the bar is closed
+    # (the cursor shown) and the same words are said.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt) \
+        if hasattr(signal, "SIGTERM") else None
     try:
         report = client.sync(progress=progress)
     except SyncError as exc:
-        if bar["bar"] is not None:
-            bar["bar"].__exit__(None, None, None)
+        close_bar()
         so_far = f" So far: {exc.report.summary()}." if exc.report else ""
-        raise click.ClickException(
-            f"Sync incomplete: {exc}{so_far} Nothing is lost: unanswered changes stay queued; "
-            "run `fieldsync sync` again when the connection is better.") from None
-    if bar["bar"] is not None:
-        bar["bar"].__exit__(None, None, None)
-    click.echo(f"Sync complete: {report.summary()}.")
-    if report.rejected or report.forbidden:
-        click.echo("Some records were refused: see `fieldsync status`.")
+        raise click.ClickException(f"Sync incomplete: {str(exc).rstrip('.')}.{so_far}"
+                                   f"{_advice(exc)}") from None
+    except KeyboardInterrupt:
+        close_bar()
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    close_bar()
+    info = client.status(warnings=False)
+    stuck = info["problems"]
+    if stuck:
+        click.echo(f"Sync finished, but {len(stuck)} record(s) were refused: {report.summary()}.")
+        for problem in stuck[:10]:
+            click.echo(f"  {problem['sync_state']}: {problem['id']} {problem['form']}: "
+                       f"{describe_errors(problem['errors'])}")
+        click.echo(_stuck_advice(stuck))
+    else:
+        click.echo(f"Sync complete: {report.summary()}.")
+    if info["conflicts"]:
+        click.echo(f"Open conflicts in your areas: {info['conflicts']} (see `fieldsync "
+                   "conflicts`); your supervisor resolves them.")
     if report.restamped or (report.skew is not None and abs(report.skew) > 300):
         click.echo(f"Warning: this device's clock is off by {report.skew:+.0f} s; "
                    "set the correct date and time.")
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _stuck_advice(problems):
+    states = {p["sync_state"] for p in problems}
+    out = []
+    if "rejected" in states:
+        out.append("Rejected records: correct the fields named with `fieldsync edit ID "
+                   "field=value`; they are sent again at the next sync.")
+    if "forbidden" in states:
+        out.append("Forbidden records: your account may not write them (area or form). Ask "
+                   "your supervisor to check your areas; they are sent again at the first "
+                   "sync after the change.")
+    return " ".join(out)
+
+
+def _local_time(iso):
+    """An ISO UTC time as FIELDSYNC_TIMEZONE's local time with its offset shown,
+    or UTC labelled "UTC" when no zone is set."""
+    if not iso:
+        return iso
+    try:
+        moment = datetime.fromisoformat(str(iso).replace("Z", "+00:00"))
+    except ValueError:
+        return iso
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    zone_name = os.environ.get("FIELDSYNC_TIMEZONE")
+    if zone_name:
+        try:
+            from zoneinfo import ZoneInfo
+            local = moment.astimezone(ZoneInfo(zone_name))
+            offset = local.strftime("%z")
+            return f"{local:%Y-%m-%d %H:%M:%S} (UTC{offset[:3]}:{offset[3:]}, {zone_name})"
+        except (KeyError, ValueError, OSError):
+            pass
+    return f"{moment.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
+
+
 @cli.command()
 @click.pass_context
 def status(ctx):
-    """Pending changes, refused records, last sync, conflicts, clock warning."""
-    info = _client(ctx).status()
+    """Pending changes, refused records, last sync, conflicts, warnings, clock warning."""
+    client = _client(ctx)
+    info = client.status()
     if info["user"]:
         click.echo(f"User: {info['user']} on {info['server']} (device {info['device_id']})")
     else:
         click.echo(f"Not logged in (device {info['device_id']})")
-    last = info["last_sync"] or "never"
+    last = _local_time(info["last_sync"]) or "never"
     state = "" if info["last_sync_ok"] in (None, True) else " (the last attempt did not finish)"
     click.echo(f"Last complete sync: {last}{state}")
     click.echo(f"Pending changes: {info['pending']}")
-    click.echo(f"Open conflicts: {info['conflicts']}")
+    click.echo(f"Open conflicts: {info['conflicts']}"
+               + (" (see `fieldsync conflicts`)" if info["conflicts"] else ""))
     for problem in info["problems"]:
         click.echo(f"{problem['sync_state'].capitalize()}: {problem['id']} {problem['form']}: "
                    f"{describe_errors(problem['errors'])}")
+    if info["problems"]:
+        click.echo(_stuck_advice(info["problems"]))
+    flagged = info.get("warnings") or []
+    if flagged:
+        click.echo(f"Records with warnings: {len(flagged)}")
+        for item in flagged[:20]:
+            click.echo(f"Warning: {item['id']} {item['form']}: {'; '.join(item['warnings'])}")
     if info["skew_warning"]:
         click.echo(f"Warning: {info['skew_warning']}")
+
+
+@cli.command()
+@click.option("--force", is_flag=True, help="Also when changes are unsynced: they are lost.")
+@click.pass_context
+def logout(ctx, force):
+    """Sign out; the user's records leave this device. Refused while changes are unsynced."""
+    done = _client(ctx).logout(force=force)
+    if done["dropped"]:
+        click.echo(f"Logged out {done['user']}; {done['dropped']} unsynced record(s) were "
+                   "deleted from this device and are lost.")
+    else:
+        click.echo(f"Logged out {done['user']}; every change had been synced.")
 
 
 @cli.command()
 @click.argument("what", metavar="FORM|all")
 @click.option("--format", "fmt", required=True, type=click.Choice(["csv", "xlsx", "jsonl", "zip"]))
 @click.option("--area", help="Only this area and the areas under it.")
+@click.option("--since", help="Only records changed on the server since this time "
+                              "(ISO date or time, e.g. 2025-06-01).")
+@click.option("--bom", is_flag=True, help="CSV: start with a byte-order mark (for Excel).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Output file (default FORM.FORMAT).")
+@click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")
 @click.pass_context
-def export(ctx, what, fmt, area, out):
+def export(ctx, what, fmt, area, since, bom, out, force):
     """Download a consolidated export from the server (supervisors)."""
+    target = Path(out or f"{what}.{fmt}")
+    if target.exists() and not force:
+        raise click.ClickException(f"{target} already exists: give another --out, or --force "
+                                   "to overwrite it.")
+    if since is not None:
+        try:
+            datetime.fromisoformat(since.replace("Z", "+00:00"))
+        except ValueError:
+            raise click.ClickException(f"--since {since!r}: expected an ISO date or time, "
+                                       "e.g. 2025-06-01 or 2025-06-01T08:00:00Z.") from None
     progress = ExportProgress(f"Downloading {what}.{fmt}") if _stderr_is_terminal() else None
     try:
-        path = _client(ctx).export(what, fmt, out=out, area=area, progress=progress)
+        path = _client(ctx).export(what, fmt, out=target, area=area, progress=progress,
+                                   since=since, bom=bom)
     finally:
         if progress is not None:
             progress.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import unicodedata
 from pathlib import Path
 
 from schemas.wire import AREA_RE, area_covers
@@ -42,6 +43,12 @@ def _describe(errors, prefix=""):
         else:
             out.append(f"{name}: {value}")
     return out
+
+
+def fold(text) -> str:
+    """``text`` for searching: lower case, no diacritics ("Đặng Hòa" → "dang hoa")."""
+    text = unicodedata.normalize("NFKD", str(text).replace("đ", "d").replace("Đ", "D"))
+    return "".join(c for c in text if not unicodedata.combining(c)).casefold().strip()
 
 
 def describe_errors(errors) -> str:
@@ -122,6 +129,16 @@ class Client:
         try:
             info = transport.info()
             answer = transport.login(username, password, self.device_id, settings.APP_VERSION)
+        except AuthError as exc:
+            said = str(exc).rstrip(". ")
+            if getattr(exc, "code", None) == "too_many_attempts":
+                exc.args = (f"{said}. {username} is locked out after too many failed sign-ins: "
+                            "wait, or ask your supervisor; an admin can run "
+                            f"`fieldsync-server user unlock {username}`.",)
+            else:
+                exc.args = (f"{said}. Check the username and password; if you forgot the "
+                            "password, ask your supervisor.",)
+            raise
         finally:
             transport.close()
         if switching or previous is None:
@@ -212,7 +229,7 @@ class Client:
         result = form.validate_create(data)
         if result.errors:
             errors = form.localize(result.errors, self.lang)
-            raise InvalidRecord(f"Invalid {form_id}: {describe_errors(errors)}", errors)
+            raise InvalidRecord(f"Invalid {form_id}: {self._explain(form, errors)}", errors)
         record_id = uuid7()
         self.store.local_change(record_id, user=user["username"], data=result.data, create={
             "form": form.id, "form_version": form.version, "area": area})
@@ -235,7 +252,7 @@ class Client:
             errors = {k: v for k, v in after.items() if k in data or k not in before}
         if errors:
             errors = form.localize(errors, self.lang)
-            raise InvalidRecord(f"Invalid edit: {describe_errors(errors)}", errors)
+            raise InvalidRecord(f"Invalid edit: {self._explain(form, errors)}", errors)
         return self.store.local_change(record_id, user=user["username"], data=result.data)
 
     def delete(self, record_id):
@@ -243,6 +260,18 @@ class Client:
         user = self._require_user()
         self._get_raw(record_id)
         return self.store.local_change(record_id, user=user["username"], delete=True)
+
+    def _explain(self, form, errors):
+        """``describe_errors``, with the label of each field whose value has a
+        required format: the label says what the format is ("10 digits (on an
+        old 15-character card, its last 10 digits)"), the validator does not."""
+        labels = {f["name"]: f["label"] for f in form.describe_fields(self.lang)
+                  if f.get("pattern")}
+        parts = []
+        for name, messages in errors.items():
+            line = describe_errors({name: messages})
+            parts.append(f"{line} ({labels[name]})" if name in labels else line)
+        return "; ".join(parts)
 
     @staticmethod
     def _input(form, data):
@@ -259,6 +288,116 @@ class Client:
         if record is None:
             raise RecordNotFound(f"No record {record_id} on this device.")
         return record
+
+    def resolve_id(self, text) -> str:
+        """The full id of the one record whose id starts with ``text``.
+
+        :raises RecordNotFound: no record, or several (their ids listed).
+        """
+        text = (text or "").strip().lower()
+        if len(text) < 4:
+            raise RecordNotFound(f"Record id {text!r} is too short: give at least 4 characters.")
+        if self.store.get(text) is not None:
+            return text
+        found = self.store.ids_with_prefix(text, limit=6)
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            raise RecordNotFound(f"No record {text} on this device (see `fieldsync list` "
+                                 "or `fieldsync find NAME`).")
+        more = ", …" if len(found) > 5 else ""
+        raise RecordNotFound(f"Id {text} is ambiguous: it starts {', '.join(found[:5])}{more}. "
+                             "Give more characters.")
+
+    def find(self, text, form=None, include_deleted=False):
+        """Records whose name fields (string fields named ``…name…``) contain
+        ``text``, ignoring case and diacritics ("hoa" finds "Hòa", "dang"
+        "Đặng"); yields ``(record, {field: value})`` with the matching names."""
+        wanted = fold(text)
+        names_of = {}
+        for record in self.store.iter_records(form=form, include_deleted=include_deleted):
+            key = (record["form"], record["form_version"])
+            if key not in names_of:
+                compiled = self.registry().get(*key)
+                names_of[key] = [n for n, d in (compiled.fields if compiled else {}).items()
+                                 if "name" in n and d.get("type") in ("string", "text")]
+            hits = {n: record["data"][n] for n in names_of[key]
+                    if isinstance(record["data"].get(n), str)
+                    and wanted in fold(record["data"][n])}
+            if hits:
+                yield record, hits
+
+    def warnings(self, record) -> list[str]:
+        """The record's warnings as lines in this client's language: its
+        form's soft checks (danger signs among them) and a possible duplicate
+        (another record of the same form, for the same person, the same day)."""
+        if record.get("deleted"):
+            return []
+        form = self.registry().get(record["form"], record["form_version"])
+        if form is None:
+            return []
+        lines = form.describe_errors(form.validate_record(record["data"]).warnings, self.lang)
+        duplicate = self.duplicate_of(record, form)
+        if duplicate:
+            lines.append(("Có thể trùng: hồ sơ {id} cùng người, cùng ngày ({form})."
+                          if self.lang == "vi" else
+                          "Possible duplicate: record {id} is the same person and form on "
+                          "the same day ({form}).").format(id=duplicate, form=record["form"]))
+        return lines
+
+    def duplicate_of(self, record, form=None):
+        """The id of another live record of the same form for the same person
+        (its reference fields) on the same day (its first date field), or None."""
+        form = form or self.registry().get(record["form"], record["form_version"])
+        if form is None:
+            return None
+        refs = [n for n, d in form.fields.items() if d.get("type") == "ref"]
+        dates = [n for n, d in form.fields.items() if d.get("type") == "date" and d.get("required")]
+        if not refs or not dates:
+            return None
+        keys = refs + dates[:1]
+        mine = [record["data"].get(k) for k in keys]
+        if any(v is None for v in mine):
+            return None
+        for other in self.store.iter_records(form=record["form"]):
+            if other["id"] != record["id"] and \
+                    [other["data"].get(k) for k in keys] == mine:
+                return other["id"]
+        return None
+
+    def conflicts(self, record_id=None):
+        """The open conflicts on records in the user's areas, as the last sync
+        fetched them (both values each): see ``Store.conflicts``."""
+        return self.store.conflicts(record_id)
+
+    def logout(self, force=False):
+        """Sign out and forget this user's records and token.
+
+        :param force: also when changes are unsynced (they are lost).
+        :returns: how many unsynced records were dropped.
+        :raises UserSwitchRefused: unsynced changes and not ``force``.
+        """
+        user = self._require_user()
+        unsynced = self.store.unsynced_count()
+        if unsynced and not force:
+            raise UserSwitchRefused(
+                f"{unsynced} record(s) on this device are not synced yet: run `fieldsync sync` "
+                "first. `fieldsync logout --force` would delete them for good.")
+        try:
+            transport = self._transport()
+            try:
+                transport.request("POST", "/api/v1/auth/logout")
+            finally:
+                transport.close()
+        except FieldsyncError:
+            pass  # offline: the token is forgotten here; it expires on its own
+        with self.store.transaction():
+            for table in ("outbox", "batches", "records", "conflicts"):
+                self.store.conn.execute(f"DELETE FROM {table}")
+            for key in ("cursor", "resyncing", "last_sync", "skew", "token", "user",
+                        "conflicts_at", "token_expires"):
+                self.store.conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+        return {"user": user["username"], "dropped": unsynced}
 
     def get(self, record_id):
         """One record: ``{id, form, form_version, area, data, computed, deleted,
@@ -302,8 +441,11 @@ class Client:
         finally:
             transport.close()
 
-    def status(self) -> dict:
-        """What a health worker needs to know before and after a sync."""
+    def status(self, warnings=True) -> dict:
+        """What a health worker needs to know before and after a sync.
+
+        :param warnings: also check every record's warnings (a pass over the
+            store; ``sync`` leaves it out)."""
         store = self.store
         # The offset measured at the start of the last sync (or login), and
         # what the server said of our clocks if that sync pushed anything.
@@ -315,6 +457,13 @@ class Client:
             {"id": r["id"], "form": r["form"], "sync_state": r["sync_state"], "errors": r["errors"]}
             for state in ("rejected", "forbidden")
             for r in store.iter_records(sync_state=state, include_deleted=True)]
+        flagged = []
+        for record in store.iter_records() if warnings else ():
+            form = self.registry().get(record["form"], record["form_version"])
+            found = form.validate_record(record["data"]).warnings if form else None
+            if found:
+                flagged.append({"id": record["id"], "form": record["form"],
+                                "warnings": form.describe_errors(found, self.lang)})
         seconds = skew.get("seconds")
         warning = None
         if seconds is not None and abs(seconds) > SKEW_WARN_SECONDS:
@@ -327,17 +476,19 @@ class Client:
                        "the last sync because they were ahead of its time. Check the date and "
                        "time settings.")
         user = self.user
+        conflicts = (len(store.conflicts()) if store.conflicts_known()
+                     else store.counts().get("conflict", 0))
         return {"user": user["username"] if user else None, "server": self.server,
                 "device_id": self.device_id, "pending": store.unsynced_count(),
                 "counts": store.counts(), "problems": problems,
-                "conflicts": store.counts().get("conflict", 0),
+                "conflicts": conflicts, "warnings": flagged,
                 "last_sync": store.get_meta("last_sync"),
                 "last_sync_ok": store.get_meta("last_sync_ok"),
                 "skew_seconds": seconds, "skew_warning": warning}
 
     # -- export ---------------------------------------------------------------------------
 
-    def export(self, what, fmt, out=None, area=None, progress=None):
+    def export(self, what, fmt, out=None, area=None, progress=None, since=None, bom=False):
         """Download a supervisor export to ``out`` (default ``<what>.<fmt>``).
 
         Written to a temporary file beside it and renamed only when complete,
@@ -354,8 +505,9 @@ class Client:
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent or ".")
         try:
             with os.fdopen(fd, "wb") as fh:
-                transport.export(f"/api/v1/exports/{what}.{fmt}", {"area": area} if area else {}, fh,
-                                 progress=progress)
+                params = {"area": area, "since": since, "bom": "1" if bom else None}
+                transport.export(f"/api/v1/exports/{what}.{fmt}",
+                                 {k: v for k, v in params.items() if v}, fh, progress=progress)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, out)

@@ -50,6 +50,7 @@ class SyncReport:
     restamped: int = 0
     resyncs: int = 0
     forms_refreshed: bool = False
+    open_conflicts: int | None = None
     complete: bool = False
 
     def summary(self) -> str:
@@ -70,6 +71,12 @@ def skew_seconds(server_time):
     if server.tzinfo is None:
         server = server.replace(tzinfo=timezone.utc)
     return round((datetime.now(timezone.utc) - server).total_seconds(), 1)
+
+
+def _conflict_entry(entry):
+    return (isinstance(entry, dict) and type(entry.get("id")) is int
+            and all(isinstance(entry.get(k), str) for k in ("record_id", "form", "area", "field"))
+            and all(isinstance(entry.get(k), dict) for k in ("current", "losing")))
 
 
 def _limits(published):
@@ -111,6 +118,13 @@ class Synchronizer:
             self.refresh_forms()
             self.push()
             self.pull()
+            if self.report.resyncs and self.store.release_forbidden():
+                # The scope changed (resync_required): what was refused as
+                # forbidden may be allowed now. Send it again, then pull its answer.
+                self.report.forbidden = 0
+                self.push()
+                self.pull()
+            self.refresh_conflicts()
         except SyncError as exc:
             exc.report = report
             self.store.set_meta(last_sync_attempt=utc_now(), last_sync_ok=False)
@@ -125,6 +139,29 @@ class Synchronizer:
         forms, etag = self.transport.forms(self.store.forms_etag())
         if forms:
             self.report.forms_refreshed = self.store.save_forms(forms, etag)
+
+    def refresh_conflicts(self):
+        """Fetch every open conflict in the user's areas, whichever edit
+        arrived first, and store them in place of the last list. A server
+        older than this contract addition refuses health workers (403): the
+        device then knows only the conflicts its own pushes were told of."""
+        entries, after = [], 0
+        for _ in range(1000):  # bounded: a server whose paging never ends
+            try:
+                page = self.transport.conflicts(after)
+            except ApiError as exc:
+                if exc.status in (403, 404):
+                    return
+                raise
+            items = page.get("conflicts")
+            if not isinstance(items, list) or not all(_conflict_entry(e) for e in items):
+                raise SyncError("The server sent an unreadable conflict list.")
+            entries += items
+            if not page.get("more") or type(page.get("next_after")) is not int:
+                break
+            after = page["next_after"]
+        self.store.replace_conflicts(entries)
+        self.report.open_conflicts = len(entries)
 
     # -- push -------------------------------------------------------------------
 

@@ -1,7 +1,9 @@
 """HTTP to the sync server: one ``requests.Session``, patient but bounded.
 
-Every call has connect and read timeouts. Connection errors, timeouts, 5xx
-and 429 are retried by urllib3's ``Retry`` with exponential backoff and
+Every call has connect and read timeouts. A failure that waiting cannot mend
+(:func:`permanent_failure`: a refused connection, an unknown host, no route,
+a TLS mismatch) is reported at once with what to check. Transient ones
+(timeouts, resets, 5xx and 429) are retried by urllib3's ``Retry`` with exponential backoff and
 jitter, POST included: a push is idempotent (the server replays a batch id's
 stored answer, and the merge ignores resent clocks). A request gives up once
 ``give_up_after`` seconds have passed without an answer, so a sync on a dead
@@ -11,7 +13,11 @@ becomes a :class:`~client_sync.errors.SyncError`.
 
 from __future__ import annotations
 
+import errno
+import socket
+import ssl
 import time
+from urllib.parse import urlsplit
 
 import orjson
 import requests
@@ -25,8 +31,69 @@ from .errors import ApiError, AuthError, ServerUnreachable, SyncError
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 
 
+#: Connection errors that another attempt would only repeat (errno values).
+_PERMANENT_ERRNOS = {errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH}
+
+
+def permanent_failure(error):
+    """What a connection failure means when retrying cannot help, else None.
+
+    ``"refused"`` (nothing listens on that port), ``"unknown_host"`` (the
+    name does not resolve), ``"no_route"`` (no network), ``"tls"`` (a TLS
+    handshake failed: https against an http server, or a bad certificate).
+    Timeouts and resets are transient: None.
+    """
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, urllib3.exceptions.NameResolutionError):
+            return "unknown_host"
+        if isinstance(error, (urllib3.exceptions.SSLError, ssl.SSLError,
+                              requests.exceptions.SSLError)):
+            return "tls"
+        if isinstance(error, OSError) and error.errno in _PERMANENT_ERRNOS:
+            return "refused" if error.errno == errno.ECONNREFUSED else "no_route"
+        if isinstance(error, urllib3.exceptions.MaxRetryError):
+            error = error.reason
+        elif isinstance(error, requests.RequestException) and error.args and \
+                isinstance(error.args[0], BaseException):
+            error = error.args[0]
+        else:
+            error = error.__cause__ or error.__context__
+    return None
+
+
+def failure_message(kind, base_url):
+    """One line for a :func:`permanent_failure`: what happened, what to check."""
+    host = urlsplit(base_url).hostname or base_url
+    other = base_url.replace("https://", "http://", 1) if base_url.startswith("https://") \
+        else base_url.replace("http://", "https://", 1)
+    return {
+        "refused": f"Server {base_url} refused the connection: nothing answers on that port. "
+                   "Check the server address and port (ask your supervisor), and that the "
+                   "server is running; your changes stay queued.",
+        "unknown_host": f"Cannot find the server {host!r}: check the server address (ask "
+                        "your supervisor) and that this device is on the network; your "
+                        "changes stay queued.",
+        "no_route": f"No network route to {base_url}: connect to a network and sync later; "
+                    "your changes stay queued.",
+        "tls": f"A secure connection to {base_url} failed (TLS): the server may not speak "
+               f"https, or its certificate is not trusted. Check the address ({other}?) with "
+               "your supervisor; your changes stay queued.",
+    }[kind]
+
+
+class ServerAddressError(ServerUnreachable):
+    """A connection failure retrying cannot mend (:func:`permanent_failure`)."""
+
+    def __init__(self, kind, base_url, attempts=1):
+        super().__init__(failure_message(kind, base_url))
+        self.kind, self.attempts = kind, attempts
+
+
 class DeadlineRetry(Retry):
-    """``Retry`` that also stops at a wall deadline (``time.monotonic()``)."""
+    """``Retry`` that also stops at a wall deadline (``time.monotonic()``),
+    and at once on a :func:`permanent_failure`."""
 
     def __init__(self, *args, deadline=None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -36,6 +103,12 @@ class DeadlineRetry(Retry):
         new = super().new(**kw)
         new.deadline = self.deadline
         return new
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None,
+                  _stacktrace=None):
+        if error is not None and permanent_failure(error):
+            raise urllib3.exceptions.MaxRetryError(_pool, url, error) from error
+        return super().increment(method, url, response, error, _pool, _stacktrace)
 
     def is_exhausted(self):
         if self.deadline is not None and time.monotonic() >= self.deadline:
@@ -73,6 +146,9 @@ class Transport:
         self.lang = lang
         self.pull_clocks = self.PULL_CLOCKS
         self.token = token
+        #: Connection attempts that failed before an answer (all calls so far).
+        self.attempts = 0
+        self.tls_checked = False
         self.config = config or NetworkConfig.from_env()
         self.session = requests.Session()
         self.adapter = HTTPAdapter(max_retries=self._retry(None))
@@ -82,11 +158,11 @@ class Transport:
     def close(self):
         self.session.close()
 
-    def _retry(self, deadline):
+    def _retry(self, deadline, statuses=RETRY_STATUSES):
         c = self.config
         return DeadlineRetry(
             total=50, backoff_factor=c.backoff_factor, backoff_jitter=c.backoff_jitter,
-            backoff_max=c.backoff_max, status_forcelist=RETRY_STATUSES,
+            backoff_max=c.backoff_max, status_forcelist=statuses,
             allowed_methods={"GET", "POST"},  # POST is safe: batches are idempotent
             raise_on_status=False, respect_retry_after_header=True, deadline=deadline)
 
@@ -99,12 +175,18 @@ class Transport:
         """
         return self._decode(self._send(method, path, auth=auth, **kwargs))
 
-    def _send(self, method, path, *, auth=True, **kwargs):
-        """`request`'s retries, returning the whole answer undecoded."""
+    def _send(self, method, path, *, auth=True, statuses=RETRY_STATUSES, **kwargs):
+        """`request`'s retries, returning the whole answer undecoded.
+
+        :param statuses: the HTTP statuses retried (login leaves out 429: a
+            locked-out user waits for minutes, or for an admin).
+        """
         c = self.config
+        if self.base_url.startswith("https://") and not self.tls_checked:
+            self._check_tls()
         # Leave room for the last attempt's connect timeout inside the budget.
         deadline = time.monotonic() + max(0.0, c.give_up_after - c.connect_timeout)
-        self.adapter.max_retries = self._retry(deadline)
+        self.adapter.max_retries = self._retry(deadline, statuses)
         headers = kwargs.pop("headers", {})
         if auth:
             if not self.token:
@@ -126,16 +208,66 @@ class Transport:
                 # cut mid-body lands here. Retrying is safe: every call is
                 # idempotent (a push replays its stored answer).
                 attempt += 1
+                self.attempts += 1
+                kind = permanent_failure(exc) or (attempt == 1 and self._speaks_plain_http())
+                if kind:
+                    raise ServerAddressError(kind, self.base_url, attempt) from None
                 if time.monotonic() >= deadline:
                     raise ServerUnreachable(
                         f"Server {self.base_url} did not answer within {c.give_up_after:g} s "
-                        f"({type(exc).__name__}).") from None
-                self.adapter.max_retries = self._retry(deadline)
+                        f"({type(exc).__name__}): the connection is too slow or down. "
+                        "Sync later; your changes stay queued.") from None
+                self.adapter.max_retries = self._retry(deadline, statuses)
                 time.sleep(min(c.backoff_factor * (2 ** min(attempt, 6)),
                                max(0.0, deadline - time.monotonic())))
             except requests.RequestException as exc:
                 raise SyncError(f"Request to {self.base_url} failed: {type(exc).__name__}.") from None
         return response
+
+    #: Seconds a TLS handshake may take before the address is checked for plain http.
+    TLS_HANDSHAKE_SECONDS = 4.0
+
+    def _check_tls(self):
+        """Once per transport, for https: does the server speak TLS at all?
+
+        A plain-http server waits for a request line and never answers a
+        handshake, which would otherwise be retried until the give-up time.
+        Only whether TLS is spoken is tested here (certificates are checked
+        by the real request); a slow handshake on a slow link is left to it.
+        """
+        parts = urlsplit(self.base_url)
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        try:
+            with socket.create_connection((parts.hostname, parts.port or 443),
+                                          timeout=self.config.connect_timeout) as raw:
+                raw.settimeout(self.TLS_HANDSHAKE_SECONDS)
+                with context.wrap_socket(raw, server_hostname=parts.hostname):
+                    pass
+        except ssl.SSLError:
+            raise ServerAddressError("tls", self.base_url) from None
+        except socket.timeout:
+            if self._speaks_plain_http():
+                raise ServerAddressError("tls", self.base_url) from None
+            return  # slow: the request itself retries
+        except OSError:
+            return  # refused, unknown host…: the request classifies it
+        self.tls_checked = True
+
+    def _speaks_plain_http(self):
+        """``"tls"`` when an https address failed but the same address answers
+        plain http (a server that waits for a whole request line never
+        answers a TLS handshake: it times out instead of failing)."""
+        if not self.base_url.startswith("https://"):
+            return None
+        plain = "http://" + self.base_url[len("https://"):]
+        try:
+            with requests.Session() as probe:
+                probe.get(plain + "/api/v1/", timeout=(self.config.connect_timeout, 3),
+                          allow_redirects=False)
+        except requests.RequestException:
+            return None
+        return "tls"
 
     def _decode(self, response):
         try:
@@ -159,9 +291,14 @@ class Transport:
         details = details if isinstance(details, dict) else None
         if response.status_code == 401:
             raise AuthError(message or "Not authorised.")
+        if code == "too_many_attempts":
+            error = AuthError(message)
+            error.code = code  # the user is locked out for a while (Client.login says more)
+            raise error
         if response.status_code in RETRY_STATUSES:
-            raise ServerUnreachable(
-                f"Server busy or failing (HTTP {response.status_code}){': ' + message if message else ''}.")
+            said = f": {message.rstrip('.')}" if message else ""
+            raise ServerUnreachable(f"Server busy or failing (HTTP {response.status_code}){said}. "
+                                    "Sync later; your changes stay queued.")
         raise ApiError(f"{message} (HTTP {response.status_code}{', ' + code if code else ''})",
                        response.status_code, code, details)
 
@@ -173,9 +310,11 @@ class Transport:
 
     def login(self, username, password, device_id, app_version):
         """``POST /api/v1/auth/login``: a token tied to this device."""
-        return self.request("POST", "/api/v1/auth/login", auth=False, json={
-            "username": username, "password": password, "device_id": device_id,
-            "app_version": app_version})
+        return self._decode(self._send(
+            "POST", "/api/v1/auth/login", auth=False,
+            statuses=tuple(s for s in RETRY_STATUSES if s != 429), json={
+                "username": username, "password": password, "device_id": device_id,
+                "app_version": app_version}))
 
     def forms(self, etag=None):
         """``GET /api/v1/forms``: ``(definitions, etag)``, every definition this
@@ -214,6 +353,12 @@ class Transport:
                 if exc.code != "invalid_clocks" or len(self.pull_clocks) == 1:
                     raise
                 self.pull_clocks = self.pull_clocks[1:]
+
+    def conflicts(self, after=0, limit=500):
+        """``GET /api/v1/conflicts?status=open``: one page of the open conflicts
+        in the user's areas (a contract addition: health workers may read them)."""
+        return self.request("GET", "/api/v1/conflicts",
+                            params={"status": "open", "after": after, "limit": limit})
 
     def export(self, path, params, out, progress=None):
         """Stream ``GET /api/v1/exports/...`` into the open binary file ``out``.
@@ -259,6 +404,9 @@ class Transport:
                 requests.exceptions.ChunkedEncodingError,
                 requests.exceptions.ContentDecodingError) as exc:
             name = type(exc).__name__
+            kind = permanent_failure(exc)
+            if kind and not answered:
+                raise ServerAddressError(kind, self.base_url) from None
             if answered:
                 # (urllib3 may hold back a partial last read: `written` is a floor.)
                 what = f" after {written} bytes" if written else ""

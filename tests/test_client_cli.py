@@ -87,7 +87,9 @@ def test_health_worker_session(server_process, tmp_path):
     rid = run("add", "household", *HH_ARGS).output.strip()
     assert len(rid) == 36
     shown = run("show", rid).output.splitlines()
-    assert "head_name: Lý A Sáng" in shown and "travel_minutes_to_chs: 45" in shown
+    assert "Head of household: full name (head_name): Lý A Sáng" in shown
+    assert "Walking time to the commune health station (minutes) (travel_minutes_to_chs): 45" \
+        in shown
     assert json.loads(run("show", rid, "--json").output)["sync_state"] == "pending"
     assert f"{rid}\thousehold\tQN.LM.03\tpending" in run("list").output
     assert "Pending changes: 1" in run("status").output
@@ -115,7 +117,7 @@ def test_add_from_json_file_and_area(server_process, tmp_path):
     path.write_text(json.dumps({"head_name": "Đặng Văn Lộc", "poverty_status": "not_poor",
                                 "registered_on": "2025-01-10", "status": "active"}))
     rid = run("add", "household", "--json", str(path), "--area", "QN.LM.03").output.strip()
-    assert "head_name: Đặng Văn Lộc" in run("show", rid).output
+    assert "(head_name): Đặng Văn Lộc" in run("show", rid).output
     assert "outside your areas" in fails("add", "household", "--json", str(path), "--area", "QN.TB.01")
     path.write_text("{not json")
     assert "not valid JSON" in fails("add", "household", "--json", str(path))

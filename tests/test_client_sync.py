@@ -124,8 +124,13 @@ def test_same_field_later_clock_wins_everywhere_and_one_conflict(server_process,
     report = a.sync()
     assert report.conflicts == 1
     assert a.get(rid)["data"]["head_name"] == "B second"
-    assert a.get(rid)["sync_state"] == "conflict" and a.status()["conflicts"] == 1
     assert server_count(server_process, "SELECT COUNT(*) FROM conflicts") == 2
+    # Both open conflicts show on both devices, whichever edit arrived first
+    # (the first was logged when B's winning edit replaced A's: issue 17).
+    b.sync()
+    for d in (a, b):
+        assert d.get(rid)["sync_state"] == "conflict" and d.status()["conflicts"] == 2
+        assert {c["losing"]["value"] for c in d.conflicts()} == {"Edited on A", "A first"}
 
 
 def test_rejected_and_forbidden_records_stay_visible_until_fixed(server_process, device):

@@ -71,9 +71,17 @@ def test_conflict_endpoints_are_isolated_by_area_and_role(api, scene):
     # Another area's conflict does not exist for this supervisor.
     status, body = resolve(api, scene["sup"], tb_id, {"keep": "current"})
     assert (status, body["error"]) == (404, "not_found")
-    # Health workers neither list nor resolve.
-    hw = scene["a"].token
-    assert api.json("GET", "/api/v1/conflicts", hw)[0] == 403
+    # Health workers list only the open conflicts of their areas (their
+    # device shows them), and never resolve.
+    hw, hw2 = scene["a"].token, scene["c"].token
+    status, body = api.json("GET", "/api/v1/conflicts", hw)
+    assert (status, body["error"]) == (403, "forbidden") and "status=open" in body["message"]
+    assert api.json("GET", "/api/v1/conflicts", hw, params={"status": "resolved"})[0] == 403
+    assert [c["record_id"] for c in conflicts(api, hw, status="open")] == [scene["lm"]]
+    assert [c["record_id"] for c in conflicts(api, hw2, status="open")] == [scene["tb"]]
+    status, body = api.json("GET", "/api/v1/conflicts", hw,
+                            params={"status": "open", "area": "QN.TB.01"})
+    assert (status, body["error"]) == (403, "forbidden")
     assert resolve(api, hw, lm_id, {"keep": "current"})[0] == 403
     assert api.json("GET", "/api/v1/invalid_merges", hw)[0] == 403
     assert api.json("GET", "/api/v1/conflicts")[0] == 401

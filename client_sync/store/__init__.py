@@ -21,6 +21,8 @@ Tables:
 ``outbox``   one entry per record with unsynced changes, coalesced.
 ``batches``  each sent, unanswered batch, byte for byte.
 ``forms``    the form definitions last fetched from the server.
+``conflicts`` the server's open conflicts on records in the user's areas,
+             refreshed at each sync (both values of each).
 ``meta``     device id, HLC, login, pull cursor, last sync, skew (JSON values).
 """
 
@@ -46,7 +48,8 @@ class Store(Outbox):
                 raise FieldsyncError("Unsynced changes remain; refusing to forget them.")
             self.conn.execute("DELETE FROM records")
             self.conn.execute("DELETE FROM batches")
-            for key in ("cursor", "resyncing", "last_sync", "skew", "token"):
+            self.conn.execute("DELETE FROM conflicts")
+            for key in ("cursor", "resyncing", "last_sync", "skew", "token", "conflicts_at"):
                 self.conn.execute("DELETE FROM meta WHERE key = ?", (key,))
 
 

@@ -72,9 +72,25 @@ def _m001_baseline(conn):
             conn.execute(statement)
 
 
+def _m002_conflicts(conn):
+    # The open conflicts on records in the user's areas, as the server's
+    # `GET /api/v1/conflicts?status=open` last listed them (replaced at each sync).
+    conn.execute("""CREATE TABLE IF NOT EXISTS conflicts (
+        id INTEGER PRIMARY KEY,
+        record_id TEXT NOT NULL,
+        form TEXT NOT NULL,
+        area TEXT NOT NULL,
+        field TEXT NOT NULL,
+        current TEXT NOT NULL,
+        losing TEXT NOT NULL,
+        created_at TEXT
+    )""")
+    conn.execute("CREATE INDEX IF NOT EXISTS conflicts_record ON conflicts (record_id)")
+
+
 #: Layout steps, in order: the store's version is how many have run. A later
 #: layout change is a new function here, never an edit of an earlier one.
-MIGRATIONS = (_m001_baseline,)
+MIGRATIONS = (_m001_baseline, _m002_conflicts)
 
 
 class StoreTooNew(FieldsyncError):

@@ -201,3 +201,59 @@ class Records(Database):
         """Records per sync state."""
         return dict(self.conn.execute(
             "SELECT sync_state, COUNT(*) FROM records GROUP BY sync_state").fetchall())
+
+    # -- conflicts, search ---------------------------------------------------------
+
+    def replace_conflicts(self, entries):
+        """Store the server's open conflicts (``GET /api/v1/conflicts?status=open``
+        entries) in place of the last list, in one transaction.
+
+        A record with an open conflict and nothing queued shows ``conflict``;
+        one whose conflicts were all resolved goes back to ``acknowledged``.
+        """
+        with self.transaction():
+            self.conn.execute("DELETE FROM conflicts")
+            for e in entries:
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO conflicts (id, record_id, form, area, field, current,"
+                    " losing, created_at) VALUES (?,?,?,?,?,?,?,?)",
+                    (e["id"], e["record_id"], e["form"], e["area"], e["field"],
+                     _dumps(e.get("current")), _dumps(e.get("losing")), e.get("created_at")))
+            not_queued = "id NOT IN (SELECT record_id FROM outbox)"
+            self.conn.execute(
+                "UPDATE records SET sync_state = 'conflict' WHERE sync_state = 'acknowledged'"
+                f" AND {not_queued} AND id IN (SELECT record_id FROM conflicts)")
+            self.conn.execute(
+                "UPDATE records SET sync_state = 'acknowledged' WHERE sync_state = 'conflict'"
+                f" AND {not_queued} AND id NOT IN (SELECT record_id FROM conflicts)")
+            self._set_meta("conflicts_at", utc_now())
+
+    def conflicts(self, record_id=None):
+        """The stored open conflicts, oldest first: ``{id, record_id, form, area,
+        field, current: {value, hlc, device, user}, losing: {…}, created_at}``."""
+        sql, args = "SELECT * FROM conflicts", []
+        if record_id is not None:
+            sql, args = sql + " WHERE record_id = ?", [record_id]
+        return [{**dict(row), "current": json.loads(row["current"]),
+                 "losing": json.loads(row["losing"])}
+                for row in self.conn.execute(sql + " ORDER BY id", args)]
+
+    def conflicts_known(self) -> bool:
+        """Whether the server's conflict list was ever fetched (a server older
+        than the contract addition refuses health workers)."""
+        return self._meta("conflicts_at") is not None
+
+    def ids_with_prefix(self, prefix, limit=10):
+        """Record ids starting with ``prefix`` (case-insensitive), at most ``limit``."""
+        prefix = prefix.lower()
+        escaped = prefix.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%")
+        return [r[0] for r in self.conn.execute(
+            "SELECT id FROM records WHERE id LIKE ? ESCAPE '\\' ORDER BY id LIMIT ?",
+            (escaped + "%", limit))]
+
+    def release_forbidden(self) -> int:
+        """The user's scope changed: let entries refused as forbidden be sent
+        again (each is answered afresh). Returns how many."""
+        with self.transaction():
+            return self.conn.execute(
+                "UPDATE outbox SET held = NULL WHERE held = 'forbidden'").rowcount

@@ -2,7 +2,9 @@
 
 - `GET /api/v1/conflicts`: the conflict log in the user's areas, filters
   `status` (open/resolved), `area`, `form`; paged by `after` (an entry id)
-  and `limit`.
+  and `limit`. Health workers may list the open entries of their areas
+  (`status=open`, required for them): their device shows both values
+  whichever edit arrived first (docs/internals.md "Contract additions").
 - `POST /api/v1/conflicts/<id>/resolve` with `{"value": v}` or
   `{"keep": "current"}`: the choice is written as a new change with a fresh
   server clock (`storage.apply_server_change`), so it wins over both sides
@@ -102,13 +104,16 @@ def _conflict_out(row):
 
 
 @bp.get("/api/v1/conflicts")
-@require_auth(roles=ROLES)
+@require_auth()
 def list_conflicts():
     _check_params(("status", "area", "form", "after", "limit"))
     status = request.args.get("status") or None
     if status not in (None, "open", "resolved"):
         raise ApiError("invalid_parameter", "status must be open or resolved.", 400,
                        details={"parameter": "status"})
+    if g.user["role"] not in ROLES and status != "open":
+        raise ApiError("forbidden", "Health workers may list only open conflicts "
+                       "(status=open).", 403, details={"role": g.user["role"]})
     limit = _int_param("limit", LIMIT_DEFAULT, 1, LIMIT_MAX)
     after = _int_param("after", 0, 0, 2 ** 62)
     where, params = _scope_where()
@@ -335,7 +340,8 @@ OPENAPI_SCHEMAS = {
 
 OPENAPI_PATHS = {
     "/api/v1/conflicts": {"get": {
-        "summary": "The conflict log in the caller's areas (supervisors, admins).",
+        "summary": "The conflict log in the caller's areas (supervisors, admins; health "
+                   "workers: status=open only, their areas and readable forms).",
         "operationId": "conflicts", "security": [{"bearer": []}],
         "parameters": [
             {"name": "status", "in": "query",
@@ -351,7 +357,7 @@ OPENAPI_PATHS = {
                                    "next_after": {"type": "integer"}}}}}},
             "400": _err("Bad parameter."),
             "401": _err("Missing, invalid, expired or revoked token."),
-            "403": _err("Health worker, or an area outside yours.")}}},
+            "403": _err("A health worker without status=open, or an area outside yours.")}}},
     "/api/v1/conflicts/{id}/resolve": {"post": {
         "summary": "Resolve a conflict: the choice is written with a fresh server clock.",
         "operationId": "resolve_conflict", "security": [{"bearer": []}],
