@@ -8,13 +8,13 @@ and the pull finished (rejections and conflicts are reported, not failures).
 from __future__ import annotations
 
 import json
-import sqlite3
 import sys
 
 import click
 
 from .client import Client, describe_errors
 from .errors import FieldsyncError, SyncError
+from .store.database import DAMAGED_MESSAGE, DB_ERRORS, is_damage
 
 TRUE_WORDS = {"yes": True, "y": True, "true": True, "1": True,
               "no": False, "n": False, "false": False, "0": False}
@@ -30,7 +30,9 @@ class Group(click.Group):
             raise
         except FieldsyncError as exc:
             raise click.ClickException(str(exc)) from None
-        except sqlite3.Error as exc:
+        except DB_ERRORS as exc:
+            if is_damage(exc):  # never claim the records are safe on a damaged file
+                raise click.ClickException(DAMAGED_MESSAGE.format(detail=exc)) from None
             raise click.ClickException(
                 f"Local database error ({exc}); your saved records are untouched.") from None
         except OSError as exc:

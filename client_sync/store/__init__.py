@@ -27,7 +27,7 @@ Tables:
 from __future__ import annotations
 
 from ..errors import FieldsyncError
-from .database import Database, utc_now, uuid7
+from .database import DB_ERRORS, Database, StoreDamaged, is_damage, utc_now, uuid7
 from .layout import HELD_STATES, MIGRATIONS, SCHEMA, SYNC_STATES, StoreTooNew
 from .outbox import Outbox
 from .records import Records
@@ -50,5 +50,5 @@ class Store(Outbox):
                 self.conn.execute("DELETE FROM meta WHERE key = ?", (key,))
 
 
-__all__ = ["Store", "Database", "Records", "Outbox", "StoreTooNew", "MIGRATIONS", "SCHEMA",
+__all__ = ["Store", "Database", "StoreDamaged", "DB_ERRORS", "is_damage", "Records", "Outbox", "StoreTooNew", "MIGRATIONS", "SCHEMA",
            "SYNC_STATES", "HELD_STATES", "utc_now", "uuid7"]
