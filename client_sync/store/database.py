@@ -121,6 +121,57 @@ def connect(path, key=None):
     return conn
 
 
+def is_plaintext(path) -> bool:
+    """Whether ``path`` is a non-empty plain SQLite file (its header in the clear)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(16) == b"SQLite format 3\x00"
+    except FileNotFoundError:
+        return False
+
+
+def _fsync_folder(folder):
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def encrypt_file(path, key):
+    """Turn the plain SQLite file ``path`` into a SQLCipher file under ``key``.
+
+    ``sqlcipher_export`` copies every table, index and row into a new
+    encrypted file beside it, which is synced and then renamed over the
+    original; the plain WAL (emptied by the close) goes with it. A crash
+    before the rename leaves the plain file whole, and the next open with the
+    key runs this again. The plain file's old blocks may remain on the disk
+    until overwritten (README).
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".encrypting")
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{tmp}{suffix}")
+    private_files(tmp)
+    conn = sqlcipher.connect(str(path), timeout=30, isolation_level=None)  # no key: plain
+    try:
+        conn.execute(f"ATTACH DATABASE ? AS enc KEY \"x'{key.hex()}'\"", (str(tmp),))
+        conn.execute("SELECT sqlcipher_export('enc')")
+        version = conn.execute("PRAGMA main.user_version").fetchone()[0]
+        conn.execute(f"PRAGMA enc.user_version = {int(version)}")
+        conn.execute("DETACH DATABASE enc")
+    finally:
+        conn.close()
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{path}{suffix}")
+    os.replace(tmp, path)
+    _fsync_folder(path.parent)
+
+
 def check_file(conn) -> str:
     """``ok``, or the first problems ``PRAGMA integrity_check`` finds (one line)."""
     try:
