@@ -116,6 +116,9 @@ def connect(path, key=None):
                              "missing: reinstall fieldsync.")
     conn = sqlcipher.connect(str(path), timeout=30, isolation_level=None)
     conn.row_factory = sqlcipher.Row
+    # SQLCipher logs page HMAC failures to stderr; they reach the user as our
+    # own one-line error (StoreDamaged) instead.
+    conn.execute("PRAGMA cipher_log_level = NONE")
     # A raw 256-bit key (derived once per session in keys.py): no PBKDF2 per open.
     conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
     return conn
