@@ -144,3 +144,60 @@ def test_a_damaged_encrypted_file_refuses_writes_and_a_wrong_key_is_not_called_d
     assert (folder / "device.db").read_bytes() == before
     with pytest.raises(WrongPassphrase):
         Client(folder, passphrase="other")
+
+
+def test_the_cli_encrypts_asks_and_locks(tmp_path, monkeypatch, session_dir):
+    from click.testing import CliRunner
+
+    from client_sync.cli import cli
+
+    folder = tmp_path / "fs"
+    monkeypatch.setenv("FIELDSYNC_HOME", str(folder))
+    with Client(folder) as device:
+        fill(device, 2)
+    runner = CliRunner()
+    # No terminal and no FIELDSYNC_PASSPHRASE: refused, nothing changed.
+    result = runner.invoke(cli, ["encrypt"])
+    assert result.exit_code != 0 and "No passphrase" in result.stderr
+    assert not keys.is_encrypted(folder)
+    monkeypatch.setenv("FIELDSYNC_PASSPHRASE", "cli pass phrase")
+    result = runner.invoke(cli, ["encrypt"])
+    assert result.exit_code == 0, result.output
+    assert "now encrypted" in result.output and keys.is_encrypted(folder)
+    assert NAME.encode() not in every_byte(folder)
+    monkeypatch.delenv("FIELDSYNC_PASSPHRASE")
+    # Typed once: the session's key opens it for the next commands.
+    assert runner.invoke(cli, ["status"]).exit_code == 0
+    assert "Locked" in runner.invoke(cli, ["lock"]).output
+    result = runner.invoke(cli, ["status"])
+    assert result.exit_code != 0 and "encrypted" in result.stderr
+    assert "Traceback" not in result.output
+    monkeypatch.setenv("FIELDSYNC_PASSPHRASE", "not it")
+    result = runner.invoke(cli, ["status"])
+    assert result.exit_code != 0 and "Wrong passphrase" in result.stderr
+
+
+def test_a_new_cli_login_is_encrypted_with_the_environment_passphrase(
+        server_process, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from client_sync.cli import cli
+
+    monkeypatch.setenv("FIELDSYNC_PASSPHRASE", "login pass phrase")
+    folder = tmp_path / "fs"
+    result = CliRunner().invoke(cli, ["--data-dir", str(folder), "login", "--server",
+                                      server_process.url, "--username", "hw"],
+                                input="hw-pass-123\n")
+    assert result.exit_code == 0, result.output
+    assert keys.is_encrypted(folder)
+    assert b"hw-pass" not in every_byte(folder)
+    with Client(folder) as device:
+        token = device.store.get_meta("token")
+    assert token and token.encode() not in every_byte(folder)
+    # --unencrypted on a new folder is the explicit plain mode.
+    plain = tmp_path / "plain"
+    result = CliRunner().invoke(cli, ["--data-dir", str(plain), "login", "--server",
+                                      server_process.url, "--username", "hw", "--unencrypted"],
+                                input="hw-pass-123\n")
+    assert result.exit_code == 0, result.output
+    assert not keys.is_encrypted(plain)
