@@ -201,3 +201,24 @@ def test_a_new_cli_login_is_encrypted_with_the_environment_passphrase(
                                 input="hw-pass-123\n")
     assert result.exit_code == 0, result.output
     assert not keys.is_encrypted(plain)
+
+
+def test_a_damaged_plain_folder_is_salvaged_before_it_is_encrypted(tmp_path):
+    from test_client_integrity import corrupt, filled_device
+
+    from client_sync.store.salvage import salvage
+
+    folder = tmp_path / "fs"
+    filled_device(folder, n=300)
+    corrupt(folder / "device.db", 0.5)
+    with Client(folder, passphrase="pass phrase") as device:
+        assert device.store.damaged and not device.encrypted  # not migrated while damaged
+        key = device.store.key
+    salvage(folder / "device.db", key)
+    with Client(folder, passphrase="pass phrase") as device:
+        assert device.encrypted and device.store.damaged is None
+        assert device.store.unsynced_count() > 0
+    # The new device.db is encrypted; the kept damaged copy is as it was (plain).
+    live = b"".join(p.read_bytes() for p in folder.iterdir() if ".damaged-" not in p.name)
+    assert "Lý A Sáng".encode() not in live
+    assert [p for p in folder.iterdir() if ".damaged-" in p.name]

@@ -75,7 +75,11 @@ def open_store(data_dir, db_name="device.db", passphrase=None, encrypt=None) -> 
         if passphrase:
             key = keys.new_params(passphrase, data_dir)
     if key is not None and is_plaintext(path):
-        Store(path).close()  # bring the layout up to date and empty the WAL first
+        plain = Store(path)  # bring the layout up to date and empty the WAL first
+        damaged = plain.damaged
+        plain.close()
+        if damaged:  # salvage first (`fieldsync doctor`); encrypted at the next open
+            return Store(path)
         encrypt_file(path, key)
     return Store(path, key=key)
 
