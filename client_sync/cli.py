@@ -177,26 +177,32 @@ def login(ctx, server, username, unencrypted):
         password = sys.stdin.readline().rstrip("\r\n")
     if not password:
         raise click.ClickException("No password given.")
-    client = _login_client(ctx, unencrypted)
+    client, plain_warning = _login_client(ctx, unencrypted)
     user = client.login(server, username, password)
     areas = ", ".join(user.get("areas") or []) or "none"
     click.echo(f"Logged in as {user['username']} ({user.get('role')}; areas {areas}) "
                f"on device {client.device_id}.")
+    if plain_warning:
+        click.echo("Warning: this device's data is not encrypted (no terminal to ask a "
+                   "passphrase): run `fieldsync encrypt`, or set FIELDSYNC_PASSPHRASE.", err=True)
 
 
 def _login_client(ctx, unencrypted):
+    """The client for a login, and whether to warn that a new folder stays plain.
+
+    A new data folder is encrypted with a passphrase typed here (or
+    FIELDSYNC_PASSPHRASE); with neither (no terminal) it stays plain, and
+    the login says so once it succeeded."""
     folder = settings.data_dir(ctx.obj["data_dir"])
     new = not (folder / settings.DB_NAME).exists() and not keys.is_encrypted(folder)
     if not new or unencrypted:
-        return _client(ctx, encrypt=False if unencrypted else None)
+        return _client(ctx, encrypt=False if unencrypted else None), False
     passphrase = _new_passphrase()
     if passphrase is None:
-        click.echo("Warning: this device's data is not encrypted (no terminal to ask a "
-                   "passphrase): run `fieldsync encrypt`, or set FIELDSYNC_PASSPHRASE.", err=True)
-        return _client(ctx)
+        return _client(ctx), True
     client = _client(ctx, passphrase=passphrase)
     client.remember_key()
-    return client
+    return client, False
 
 
 @cli.command()
