@@ -201,6 +201,14 @@ def test_a_new_cli_login_is_encrypted_with_the_environment_passphrase(
                                 input="hw-pass-123\n")
     assert result.exit_code == 0, result.output
     assert not keys.is_encrypted(plain)
+    # No terminal and no FIELDSYNC_PASSPHRASE: plain, and the login says so.
+    monkeypatch.delenv("FIELDSYNC_PASSPHRASE")
+    bare = tmp_path / "bare"
+    result = CliRunner().invoke(cli, ["--data-dir", str(bare), "login", "--server",
+                                      server_process.url, "--username", "hw"],
+                                input="hw-pass-123\n")
+    assert result.exit_code == 0, result.output
+    assert "not encrypted" in result.stderr and not keys.is_encrypted(bare)
 
 
 def test_a_damaged_plain_folder_is_salvaged_before_it_is_encrypted(tmp_path):
