@@ -83,7 +83,9 @@ def _run(mode: str, encrypted: bool) -> dict:
     adds = {"full": 500, "quick": 100, "smoke": 10}[mode]
     sync_n = {"full": 10_000, "quick": 500, "smoke": 30}[mode]
     out = {}
-    with common.serve("hw", "QN.DV.01") as srv, \
+    # Its own user and area: a shared bench server keeps the plain run's records.
+    user, area = ("hwenc", "QN.DV.02") if encrypted else ("hw", "QN.DV.01")
+    with common.serve(user, area) as srv, \
             tempfile.TemporaryDirectory(prefix="fieldsync-dev-") as tmp:
         one, two = Path(tmp) / "one", Path(tmp) / "two"
         add_rates, derive_s = [], None
@@ -98,8 +100,8 @@ def _run(mode: str, encrypted: bool) -> dict:
             device.remember_key()
             if device.encrypted != encrypted:
                 raise RuntimeError(f"device encrypted={device.encrypted}, expected {encrypted}")
-            device.login(srv.url, "hw", common.PASSWORD)
-            gen = Generator(seed=3, area="QN.DV.01")
+            device.login(srv.url, user, common.PASSWORD)
+            gen = Generator(seed=3, area=area)
             for _ in range(rounds):
                 add_rates.append(adds / _add_many(device, gen, adds))
             # Setup for the sync (not timed): the rest of the 10,000, same path.
@@ -112,7 +114,7 @@ def _run(mode: str, encrypted: bool) -> dict:
         push_s = time.perf_counter() - t0
         if encrypted:  # a new folder: the passphrase given once, then the session key
             os.environ["FIELDSYNC_PASSPHRASE"] = PASSPHRASE
-        _cli(two, "login", "--server", srv.url, "--username", "hw",
+        _cli(two, "login", "--server", srv.url, "--username", user,
              stdin=common.PASSWORD + "\n")
         os.environ.pop("FIELDSYNC_PASSPHRASE", None)
         t0 = time.perf_counter()
