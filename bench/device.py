@@ -8,6 +8,12 @@ through the `fieldsync` command.
   (a subprocess, the real CLI) against `fieldsync-server serve`: push in the
   library's batches, then pull. Then a second device of the same user, empty,
   runs `fieldsync sync` and pulls all 10,000.
+
+Each is run twice: on plain data folders, then on encrypted ones (SQLCipher,
+the passphrase typed once: each `fieldsync` command then opens the file with
+the session's key, as a health worker's would), to show what encryption at
+rest costs (issue 14 item 7). The key derivation (argon2id, once per
+session) is timed on its own.
 """
 
 from __future__ import annotations
@@ -53,19 +59,49 @@ def _add_many(device, gen: Generator, n: int) -> float:
 
 
 def run(mode: str = "full") -> dict:
+    """Plain data folders, then encrypted ones; the plain figures at the top
+    level (as before), the encrypted ones under ``encrypted``."""
+    saved = {k: os.environ.pop(k, None) for k in ("FIELDSYNC_PASSPHRASE", "XDG_RUNTIME_DIR")}
+    try:
+        out = _run(mode, encrypted=False)
+        out["encrypted"] = _run(mode, encrypted=True)
+    finally:
+        for name, value in saved.items():
+            os.environ.pop(name, None)
+            if value is not None:
+                os.environ[name] = value
+    return out
+
+
+PASSPHRASE = "bench pass phrase"
+
+
+def _run(mode: str, encrypted: bool) -> dict:
     from client_sync import Client
 
     rounds = common.mode_rounds(mode, 3, 2)
     adds = {"full": 500, "quick": 100, "smoke": 10}[mode]
     sync_n = {"full": 10_000, "quick": 500, "smoke": 30}[mode]
     out = {}
-    with common.serve("hw", "QN.DV.01") as srv, \
+    # Its own user and area: a shared bench server keeps the plain run's records.
+    user, area = ("hwenc", "QN.DV.02") if encrypted else ("hw", "QN.DV.01")
+    with common.serve(user, area) as srv, \
             tempfile.TemporaryDirectory(prefix="fieldsync-dev-") as tmp:
         one, two = Path(tmp) / "one", Path(tmp) / "two"
-        add_rates = []
-        with Client(one) as device:
-            device.login(srv.url, "hw", common.PASSWORD)
-            gen = Generator(seed=3, area="QN.DV.01")
+        add_rates, derive_s = [], None
+        if encrypted:  # the session's keys in a private folder of this run
+            os.environ["XDG_RUNTIME_DIR"] = str(Path(tmp) / "run")
+            (Path(tmp) / "run").mkdir(mode=0o700)
+            from client_sync.store import keys
+            t0 = time.perf_counter()
+            keys.derive(PASSPHRASE, {**keys.PARAMS, "salt": "00" * 16})
+            derive_s = time.perf_counter() - t0
+        with Client(one, passphrase=PASSPHRASE if encrypted else None) as device:
+            device.remember_key()
+            if device.encrypted != encrypted:
+                raise RuntimeError(f"device encrypted={device.encrypted}, expected {encrypted}")
+            device.login(srv.url, user, common.PASSWORD)
+            gen = Generator(seed=3, area=area)
             for _ in range(rounds):
                 add_rates.append(adds / _add_many(device, gen, adds))
             # Setup for the sync (not timed): the rest of the 10,000, same path.
@@ -76,24 +112,32 @@ def run(mode: str = "full") -> dict:
         t0 = time.perf_counter()
         _cli(one, "sync")
         push_s = time.perf_counter() - t0
-        _cli(two, "login", "--server", srv.url, "--username", "hw",
+        if encrypted:  # a new folder: the passphrase given once, then the session key
+            os.environ["FIELDSYNC_PASSPHRASE"] = PASSPHRASE
+        _cli(two, "login", "--server", srv.url, "--username", user,
              stdin=common.PASSWORD + "\n")
+        os.environ.pop("FIELDSYNC_PASSPHRASE", None)
         t0 = time.perf_counter()
         _cli(two, "sync")
         pull_s = time.perf_counter() - t0
         with Client(two) as device:
+            if device.encrypted != encrypted:
+                raise RuntimeError(f"second device encrypted={device.encrypted}")
             got = sum(1 for _ in device.list())
         if got != queued:
             raise RuntimeError(f"second device holds {got} records, expected {queued}")
 
-    table = Table("device: library add rate and `fieldsync sync` through the CLI")
+    kind = "encrypted (SQLCipher)" if encrypted else "plain"
+    table = Table(f"device: library add rate and `fieldsync sync` through the CLI, {kind}")
     out["add"] = table.add(f"add through the library ({adds} per round)", "records/s", add_rates)
     table.add(f"`fieldsync sync`, {queued:,} queued (push + pull)", "s", push_s,
               f"{queued / push_s:,.0f} records/s")
     table.add(f"`fieldsync sync`, empty device pulls {queued:,}", "s", pull_s,
               f"{queued / pull_s:,.0f} records/s")
+    if derive_s is not None:
+        table.add("key from the passphrase (argon2id, once per session)", "s", derive_s)
     table.print()
-    out.update(sync_push_s=push_s, sync_pull_s=pull_s, sync_n=queued)
+    out.update(derive_s=derive_s, sync_push_s=push_s, sync_pull_s=pull_s, sync_n=queued)
     return out
 
 

@@ -17,10 +17,14 @@ from pathlib import Path
 
 import click
 
+from . import config as settings
 from . import describe
 from .client import Client, describe_errors
 from .config import APP_VERSION
 from .errors import ApiError, AuthError, FieldsyncError, ServerUnreachable, SyncError
+from .store import keys
+from .store.database import DAMAGED_MESSAGE, DB_ERRORS, is_damage
+from .store.keys import PassphraseNeeded
 
 TRUE_WORDS = {"yes": True, "y": True, "true": True, "1": True,
               "no": False, "n": False, "false": False, "0": False}
@@ -40,7 +44,9 @@ class Group(click.Group):
             raise
         except FieldsyncError as exc:
             raise click.ClickException(str(exc)) from None
-        except sqlite3.Error as exc:
+        except DB_ERRORS as exc:
+            if is_damage(exc):  # never claim the records are safe on a damaged file
+                raise click.ClickException(DAMAGED_MESSAGE.format(detail=exc)) from None
             raise click.ClickException(
                 f"Local database error ({exc}); your saved records are untouched.") from None
         except OSError as exc:
@@ -86,8 +92,20 @@ def cli(ctx, data_dir, lang):
     ctx.obj = {"data_dir": data_dir, "lang": lang}
 
 
-def _client(ctx) -> Client:
-    client = Client(ctx.obj["data_dir"], lang=ctx.obj.get("lang", "en"))
+def _client(ctx, **options) -> Client:
+    """The data folder's client; asks for the passphrase of an encrypted
+    folder in a terminal (once per session: the key is then kept, see
+    client_sync/store/keys.py)."""
+    options.setdefault("lang", ctx.obj.get("lang", "en"))
+    try:
+        client = Client(ctx.obj["data_dir"], **options)
+    except PassphraseNeeded:
+        if not sys.stdin.isatty():
+            raise
+        passphrase = click.prompt("Passphrase for this device's data", hide_input=True,
+                                  err=True)
+        client = Client(ctx.obj["data_dir"], passphrase=passphrase, **options)
+        client.remember_key()
     ctx.call_on_close(client.close)
     return client
 
@@ -100,6 +118,22 @@ def _warn(lines, record_id=None):
         click.echo("Check these now; danger signs need a referral today. "
                    + (f"They stay visible in `fieldsync show {record_id[:8]}`." if record_id else ""),
                    err=True)
+
+
+def _new_passphrase():
+    """A new passphrase: typed twice in a terminal, else FIELDSYNC_PASSPHRASE."""
+    if os.environ.get("FIELDSYNC_PASSPHRASE"):
+        return os.environ["FIELDSYNC_PASSPHRASE"]
+    if not sys.stdin.isatty():
+        return None
+    click.echo("Choose a passphrase for this device's data. You type it once per working "
+               "day; if it is lost, only records not yet synced are lost.", err=True)
+    passphrase = click.prompt("New passphrase", hide_input=True, confirmation_prompt=True,
+                              err=True)
+    if len(passphrase) < 8:
+        raise click.ClickException("The passphrase needs at least 8 characters; nothing "
+                                   "was changed.")
+    return passphrase
 
 
 # -- value syntax ----------------------------------------------------------------------
@@ -186,20 +220,106 @@ def format_value(value):
 @cli.command()
 @click.option("--server", required=True, help="Server address, e.g. http://10.0.0.5:8080.")
 @click.option("--username", required=True)
+@click.option("--unencrypted", is_flag=True,
+              help="Keep a new data folder unencrypted (not recommended).")
 @click.pass_context
-def login(ctx, server, username):
-    """Log in (password from a prompt, or one line of standard input)."""
+def login(ctx, server, username, unencrypted):
+    """Log in (password from a prompt, or one line of standard input).
+
+    A new data folder is encrypted with a passphrase asked here (or
+    FIELDSYNC_PASSPHRASE) unless --unencrypted."""
     if sys.stdin.isatty():
         password = click.prompt("Password", hide_input=True)
     else:
         password = sys.stdin.readline().rstrip("\r\n")
     if not password:
         raise click.ClickException("No password given.")
-    client = _client(ctx)
+    client, plain_warning = _login_client(ctx, unencrypted)
     user = client.login(server, username, password)
     areas = ", ".join(user.get("areas") or []) or "none"
     click.echo(f"Logged in as {user['username']} ({user.get('role')}; areas {areas}) "
                f"on device {client.device_id}.")
+    if plain_warning:
+        click.echo("Warning: this device's data is not encrypted (no terminal to ask a "
+                   "passphrase): run `fieldsync encrypt`, or set FIELDSYNC_PASSPHRASE.", err=True)
+
+
+def _login_client(ctx, unencrypted):
+    """The client for a login, and whether to warn that a new folder stays plain.
+
+    A new data folder is encrypted with a passphrase typed here (or
+    FIELDSYNC_PASSPHRASE); with neither (no terminal) it stays plain, and
+    the login says so once it succeeded."""
+    folder = settings.data_dir(ctx.obj["data_dir"])
+    new = not (folder / settings.DB_NAME).exists() and not keys.is_encrypted(folder)
+    if not new or unencrypted:
+        return _client(ctx, encrypt=False if unencrypted else None), False
+    passphrase = _new_passphrase()
+    if passphrase is None:
+        return _client(ctx), True
+    client = _client(ctx, passphrase=passphrase)
+    client.remember_key()
+    return client, False
+
+
+@cli.command()
+@click.pass_context
+def encrypt(ctx):
+    """Encrypt this device's data with a new passphrase (SQLCipher)."""
+    folder = settings.data_dir(ctx.obj["data_dir"])
+    if keys.is_encrypted(folder):
+        raise click.ClickException("This device's data is already encrypted.")
+    passphrase = _new_passphrase()
+    if passphrase is None:
+        raise click.ClickException("No passphrase: run this in a terminal, or set "
+                                   "FIELDSYNC_PASSPHRASE. Nothing was changed.")
+    client = _client(ctx, passphrase=passphrase)
+    client.remember_key()
+    click.echo(f"This device's data is now encrypted ({client.store.path}). Keep the "
+               "passphrase: without it, records not yet synced cannot be read.")
+
+
+@cli.command()
+@click.pass_context
+def lock(ctx):
+    """Forget the passphrase for this session: the next command asks again."""
+    folder = settings.data_dir(ctx.obj["data_dir"])
+    keys.forget(folder)
+    click.echo("Locked: the next command asks for the passphrase.")
+
+
+@cli.command()
+@click.pass_context
+def doctor(ctx):
+    """Check the device database; salvage a damaged one into a fresh file."""
+    from .store.salvage import salvage
+
+    folder = settings.data_dir(ctx.obj["data_dir"])
+    path = folder / settings.DB_NAME
+    if not path.exists():
+        raise click.ClickException(f"No device database in {folder}; nothing to check.")
+    client = _client(ctx)  # asks for the passphrase if needed; never writes a damaged file
+    key, damaged = client.store.key, client.store.damaged
+    client.close()
+    if damaged is None:
+        click.echo(f"The device database is healthy (integrity check ok); nothing to do.")
+        return
+    click.echo(f"The device database is damaged: {damaged}")
+    report = salvage(path, key)
+    saved, unreadable = report["saved"], report["unreadable"]
+    click.echo(f"Salvaged into a fresh database: {saved.get('outbox', 0)} queued change(s), "
+               f"{saved.get('batches', 0)} sent batch(es), {saved.get('records', 0)} record(s).")
+    for table, gaps in unreadable.items():
+        what = "could not be read at all" if gaps < 0 else f"had {gaps} unreadable stretch(es)"
+        click.echo(f"Lost: the {table} table {what}.")
+    if report["requeued"]:
+        click.echo(f"Queued again: {report['requeued']} change(s) (sent once by the next sync).")
+    if report["rebuilt_records"]:
+        click.echo(f"Rebuilt from their queued changes: {report['rebuilt_records']} record(s).")
+    if "token" in report["lost_meta"] or "user" in report["lost_meta"]:
+        click.echo("The login could not be read: run `fieldsync login` again.")
+    click.echo(f"The damaged file is kept as {report['kept']}. Run `fieldsync sync`: it "
+               "sends the salvaged changes and pulls every record again.")
 
 
 @cli.command("forms")

@@ -23,7 +23,7 @@ from schemas.wire import AREA_RE, area_covers
 
 from . import config as settings
 from .errors import AuthError, FieldsyncError, InvalidRecord, NotLoggedIn, RecordNotFound, UserSwitchRefused
-from .store import Store, utc_now, uuid7
+from .store import keys, open_store, utc_now, uuid7
 from .sync import SKEW_WARN_SECONDS, Synchronizer, skew_seconds
 from .transport import Transport
 
@@ -64,18 +64,39 @@ class Client:
     :param lang: the language of validation messages ("vi", "en"; default English):
         those of ``add``/``edit`` here, and the server's push answers (``Accept-Language``),
         stored with each record; a message with no translation stays English.
+    :param passphrase: opens an encrypted data folder, or encrypts a plain one
+        (its ``device.db`` migrated); default ``FIELDSYNC_PASSPHRASE``, then the
+        session's key (``remember_key``). See ``client_sync/store/keys.py``.
+    :param encrypt: ``False`` keeps a plain folder plain even with
+        ``FIELDSYNC_PASSPHRASE`` set.
+    :raises keys.PassphraseNeeded: the folder is encrypted and no key is at hand.
+    :raises keys.WrongPassphrase: the passphrase does not open it.
     """
 
-    def __init__(self, data_dir=None, network=None, lang="en"):
+    def __init__(self, data_dir=None, network=None, lang="en", passphrase=None, encrypt=None):
         self.lang = lang or "en"
         self.data_dir = settings.data_dir(data_dir)
-        self.store = Store(self.data_dir / settings.DB_NAME)
+        self.store = open_store(self.data_dir, settings.DB_NAME, passphrase, encrypt)
         self.network = network or settings.NetworkConfig.from_env()
         self._registry = None
         self._registry_key = None
 
     def close(self):
         self.store.close()
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether ``device.db`` is encrypted (SQLCipher)."""
+        return self.store.key is not None
+
+    def remember_key(self, hours=None) -> bool:
+        """Keep this folder's key for the session, so the passphrase is typed
+        once (see ``store/keys.py``); False for a plain folder or no tmpfs."""
+        return self.store.key is not None and keys.remember(self.data_dir, self.store.key, hours)
+
+    def lock(self) -> bool:
+        """Forget the session's key: the next open asks for the passphrase."""
+        return keys.forget(self.data_dir)
 
     def __enter__(self):
         return self

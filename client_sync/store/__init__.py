@@ -28,8 +28,13 @@ Tables:
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from ..errors import FieldsyncError
-from .database import Database, utc_now, uuid7
+from . import keys
+from .database import encrypt_file, is_plaintext, private_folder
+from .database import DB_ERRORS, Database, StoreDamaged, is_damage, utc_now, uuid7
 from .layout import HELD_STATES, MIGRATIONS, SCHEMA, SYNC_STATES, StoreTooNew
 from .outbox import Outbox
 from .records import Records
@@ -53,5 +58,34 @@ class Store(Outbox):
                 self.conn.execute("DELETE FROM meta WHERE key = ?", (key,))
 
 
-__all__ = ["Store", "Database", "Records", "Outbox", "StoreTooNew", "MIGRATIONS", "SCHEMA",
+def open_store(data_dir, db_name="device.db", passphrase=None, encrypt=None) -> Store:
+    """Open the device store of ``data_dir``, encrypted or not (see ``keys``).
+
+    - An encrypted folder opens with ``passphrase``, else ``FIELDSYNC_PASSPHRASE``,
+      else the session's key (:class:`keys.PassphraseNeeded` if none).
+    - A plain folder stays plain unless a passphrase is given (or
+      ``FIELDSYNC_PASSPHRASE`` is set): then it is encrypted now, its existing
+      ``device.db`` migrated (``sqlcipher_export``).
+    - ``encrypt=False`` keeps a plain folder plain even with
+      ``FIELDSYNC_PASSPHRASE`` set (the explicit unencrypted mode).
+    """
+    data_dir = Path(data_dir)
+    private_folder(data_dir)
+    path = data_dir / db_name
+    key = keys.unlock(data_dir, passphrase)
+    if key is None and encrypt is not False:
+        passphrase = passphrase or os.environ.get("FIELDSYNC_PASSPHRASE")
+        if passphrase:
+            key = keys.new_params(passphrase, data_dir)
+    if key is not None and is_plaintext(path):
+        plain = Store(path)  # bring the layout up to date and empty the WAL first
+        damaged = plain.damaged
+        plain.close()
+        if damaged:  # salvage first (`fieldsync doctor`); encrypted at the next open
+            return Store(path)
+        encrypt_file(path, key)
+    return Store(path, key=key)
+
+
+__all__ = ["open_store", "keys", "Store", "Database", "StoreDamaged", "DB_ERRORS", "is_damage", "Records", "Outbox", "StoreTooNew", "MIGRATIONS", "SCHEMA",
            "SYNC_STATES", "HELD_STATES", "utc_now", "uuid7"]
