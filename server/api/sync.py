@@ -123,18 +123,27 @@ def _json_answer(text):
     return current_app.response_class(text, mimetype="application/json")
 
 
-def _push_answer(db, text, records):
-    """The push answer in the language of `Accept-Language` (DESIGN.md
-    "Languages in form definitions"): each result's form validation errors
-    and warnings, through its form. The answer is stored (and resent) in
-    English; English, or no language of ours, is that text unchanged."""
-    lang = best_language(request.headers.get("Accept-Language"))
-    if lang == "en":
-        return _json_answer(text)
+def _forms_by_id(records):
+    """{record id: (form, version)} of the pushed changes, for `_push_answer`;
+    None when the answer stays in English (the usual case costs nothing)."""
+    if best_language(request.headers.get("Accept-Language")) == "en":
+        return None
     named = {}
     for raw in records:
         if isinstance(raw, dict) and isinstance(raw.get("id"), str):
             named[raw["id"].lower()] = (raw.get("form"), raw.get("form_version"))
+    return named
+
+
+def _push_answer(db, text, named):
+    """The push answer in the language of `Accept-Language` (DESIGN.md
+    "Languages in form definitions"): each result's form validation errors
+    and warnings, through its form (`named`: from `_forms_by_id`). The answer
+    is stored (and resent) in English; English, or no language of ours, is
+    that text unchanged."""
+    lang = best_language(request.headers.get("Accept-Language"))
+    if lang == "en" or named is None:
+        return _json_answer(text)
     body, catalog = orjson.loads(text), Catalog(db)
     for result in body["results"]:
         form_id, version = named.get(result.get("id") or "", (None, None))
@@ -178,8 +187,9 @@ def push():
     body_sha = _body_sha256(payload)
     device_id, batch_id = envelope["device_id"], envelope["batch_id"]
     answer = _stored_answer(db, device_id, batch_id, body_sha, payload)
+    named = _forms_by_id(envelope["records"])
     if answer is not None:
-        return _push_answer(db, answer, envelope["records"])
+        return _push_answer(db, answer, named)
     # Envelope of each change: a malformed one is rejected alone.
     changes = []
     # The raw changes are dropped as they are checked (a bad push's memory:
@@ -208,7 +218,7 @@ def push():
             # Re-check under the write lock: the same batch may be in flight twice.
             answer = _stored_answer(db, device_id, batch_id, body_sha, None)
             if answer is not None:
-                return _push_answer(db, answer, envelope["records"])
+                return _push_answer(db, answer, named)
             writer = storage.Writer(db, tolerance_seconds=cfg["CLOCK_TOLERANCE_SECONDS"],
                                     tz_name=cfg["TIMEZONE"])
             writer.preload([c["id"] for c in changes if "status" not in c])
@@ -261,7 +271,7 @@ def push():
                               cfg["RETRY_AFTER_SECONDS"]) from None
         raise
     # Only now, after COMMIT, is the batch acknowledged.
-    return _push_answer(db, answer, envelope["records"])
+    return _push_answer(db, answer, named)
 
 
 def _limit():

@@ -100,7 +100,13 @@ def sign_in():
 def sign_out():
     token = session.get("token")
     if token:
-        auth.logout(get_db(), auth.token_hash(token))
+        db = get_db()
+        try:
+            user = auth.authenticate(db, f"Bearer {token}")
+        except ApiError:
+            user = None  # already expired or revoked: nothing to revoke
+        if user:
+            auth.logout(db, user)
     session.clear()
     return redirect(url_for("console.sign_in"))
 
