@@ -6,7 +6,9 @@ villages are filled first (not measured): each village's records pushed
 over HTTP by a seeding device. Then, all at once, the devices of the
 commune sync their day, each with its own health-worker account:
 
-- **login** (argon2id on the server: the costliest request there is);
+- **login** (argon2id on the server: the costliest request there is) for
+  the new phones and one device in ten (an expired token, a sign-out); a
+  token lasts weeks, so the others hold one from an earlier day;
 - **a first sync of a village** for a share of the devices (a new or
   replaced phone): every record of its village, page after page as the
   device library pulls (`clocks=common`, the server's default page,
@@ -18,11 +20,16 @@ commune sync their day, each with its own health-worker account:
   after a pause, as a worker saves forms between syncs.
 
 The devices that are not new start from a cursor at the end of their
-village (as if they synced yesterday); it is signed in-process with the
-server's own cursor code and secret (bench only). Accounts are created
-in-process too, all with one precomputed argon2id hash (creating 200 with
-`fieldsync-server user add` would take minutes of hashing); the logins
-still verify the password on the server.
+village (as if they synced yesterday), signed in-process with the server's
+own cursor code and secret, and with a token from the server's own
+`auth.login` run in-process with the password check short-cut; accounts
+are created in-process with one precomputed argon2id hash (bench only:
+hundreds of argon2id runs would take minutes of setup). The logins of the
+day still verify the password on the server.
+
+The whole day is compressed into a minute or two (pauses of seconds
+between syncs, not hours): a far higher rate than a commune's real day,
+which makes this a peak, not an average.
 
 The devices run as threads in a few client processes (so that the client
 side's GIL does not add to the latencies), start over a ramp, and stop at
@@ -151,6 +158,32 @@ def _accounts(db_path: str, names_areas):
         auth.hash_password = real
 
 
+def _tokens(db_path: str, names) -> dict:
+    """{username: token} for devices that signed in on an earlier day.
+
+    Through the server's own `auth.login` (its token and device rows), in an
+    app context holding the server's default settings, with the password
+    check short-cut (bench only): 180 argon2id checks would take minutes.
+    """
+    from flask import Flask
+
+    from server import DEFAULTS, auth
+    from server import db as sdb
+    app = Flask("bench-devices")
+    app.config.update(DEFAULTS)
+    real = auth.verify_password
+    auth.verify_password = lambda password_hash, password: password == common.PASSWORD
+    try:
+        db = sdb.connect(db_path)
+        with app.app_context():
+            out = {name: auth.login(db, name, common.PASSWORD, node, "bench", "127.0.0.1")[0]
+                   for name, node in names}
+        db.conn.close()
+    finally:
+        auth.verify_password = real
+    return out
+
+
 def _cursors(db_path: str, names_areas) -> dict:
     """{username: a cursor at the newest record}, as after yesterday's sync."""
     from server import cursor
@@ -186,13 +219,14 @@ def _fill(srv, villages: int, per_village: int) -> dict:
 class Device:
     """One phone: its account, its pre-encoded pushes, its timings."""
 
-    def __init__(self, i: int, cfg: dict, url: str, cursor: str | None, limit: int):
+    def __init__(self, i: int, cfg: dict, url: str, cursor: str | None, token: str | None,
+                 limit: int):
         self.i, self.url, self.limit = i, url, limit
         self.v = i % cfg["villages"]
         self.area = village(self.v)
         self.user, self.node = f"vhw-{i + 1:03d}", f"dev-{i + 1:03d}"
         self.first = cursor is None
-        self.cursor = cursor
+        self.cursor, self.token = cursor, token
         rng = random.Random(i)
         self.rng = rng
         self.start = rng.uniform(0, cfg["ramp"])
@@ -282,7 +316,9 @@ class Device:
         self.http = requests.Session()
         time.sleep(max(0.0, t0 + self.start - time.monotonic()))
         try:
-            if not self._timed("login", self._login):
+            if self.token:
+                self.http.headers["Authorization"] = f"Bearer {self.token}"
+            elif not self._timed("login", self._login):
                 return
             if self.first and not self._timed("first sync (village)",
                                               lambda: self._first_sync(village_count)):
@@ -300,7 +336,7 @@ class Device:
 
 def _process(specs, cfg, url, limit, counts, ready, go, out):
     """One client process: its devices as threads, results put on `out`."""
-    devices = [Device(i, cfg, url, cursor, limit) for i, cursor in specs]
+    devices = [Device(i, cfg, url, cursor, token, limit) for i, cursor, token in specs]
     ready.put(len(devices))
     t0 = go.get()
     # go holds the parent's time.monotonic() (one clock on this machine).
@@ -333,8 +369,8 @@ def run(mode: str = "full") -> dict:
     first = set(sorted(first)[:cfg["first"]])
     out = {}
     print(f"\n== devices: {n} devices in {villages} villages, {cfg['village_records']:,} "
-          f"records a village; {len(first)} first syncs, {cfg['rounds']} push+pull rounds "
-          f"each; ramp {cfg['ramp']:.0f} s, pauses {cfg['pause'][0]}-{cfg['pause'][1]} s, "
+          f"records a village; {len(first)} first syncs, {len(first) + len(range(5, n, 10))} "
+          f"logins, {cfg['rounds']} push+pull rounds each; ramp {cfg['ramp']:.0f} s, pauses {cfg['pause'][0]}-{cfg['pause'][1]} s, "
           f"deadline {cfg['deadline']:.0f} s; {cfg['procs']} client process(es)", flush=True)
     with common.Server() as srv:
         master = srv.proc.pid
@@ -342,6 +378,11 @@ def run(mode: str = "full") -> dict:
         _accounts(srv.db_path, seeds + names)
         counts = _fill(srv, villages, cfg["village_records"])
         cursors = _cursors(srv.db_path, names)
+        # New phones (first sync) and one device in ten (an expired token, a
+        # sign-out) log in during the day; the rest hold yesterday's token.
+        relogin = set(range(5, n, 10))
+        tokens = _tokens(srv.db_path, [(names[i][0], f"dev-{i + 1:03d}") for i in range(n)
+                                       if i not in first and i not in relogin])
         setup = time.perf_counter() - t
         import requests
         limit = requests.get(srv.url + "/api/v1/", timeout=30).json()["limits"][
@@ -353,8 +394,8 @@ def run(mode: str = "full") -> dict:
         gos = []
         procs = []
         for p in range(cfg["procs"]):
-            specs = [(i, None if i in first else cursors[names[i][0]])
-                     for i in range(p, n, cfg["procs"])]
+            specs = [(i, None if i in first else cursors[names[i][0]],
+                      tokens.get(names[i][0])) for i in range(p, n, cfg["procs"])]
             go = ctx.Queue()
             proc = ctx.Process(target=_process,
                                args=(specs, cfg, srv.url, limit, counts, ready, go, out_q),
