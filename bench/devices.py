@@ -56,7 +56,6 @@ import multiprocessing
 import os
 import random
 import sqlite3
-import statistics
 import threading
 import time
 from pathlib import Path
@@ -228,7 +227,6 @@ class Device:
         self.first = cursor is None
         self.cursor, self.token = cursor, token
         rng = random.Random(i)
-        self.rng = rng
         self.start = rng.uniform(0, cfg["ramp"])
         self.pauses = [rng.uniform(*cfg["pause"]) for _ in range(cfg["rounds"])]
         gen = Generator(seed=i, node=self.node, area=self.area)
