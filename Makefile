@@ -68,11 +68,21 @@ translations: $(STAMP)
 test-long: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
-# Root only, and the system packages iproute2, iptables and
-# libnetfilter-queue-dev (NetfilterQueue compiles against it): see README.
+# Root only (network namespaces, tc, iptables). As root the target installs
+# Debian's iproute2, iptables and libnetfilter-queue-dev (and gcc: NetfilterQueue
+# is built from source) when one is missing; anyone else is told. It fails,
+# never skips, when the link cannot be built: see README "Test".
+NET2G_APT := iproute2 iptables libnetfilter-queue-dev gcc libc6-dev
 test-2g: $(STAMP)
+	@if [ "$$(id -u)" != 0 ]; then echo "make test-2g needs root (network namespaces, tc, \
+	iptables)"; exit 1; fi
+	@if ! command -v tc >/dev/null || ! command -v iptables >/dev/null || ! command -v gcc \
+	  >/dev/null || [ ! -e /usr/include/libnetfilter_queue/libnetfilter_queue.h ]; then \
+	  echo "installing $(NET2G_APT)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  $(NET2G_APT) >/dev/null || { echo "apt-get install $(NET2G_APT) failed"; exit 1; }; fi
 	$(BIN)/python -m pip install --quiet NetfilterQueue==1.1.0 || { echo "test-2g needs \
-	libnetfilter-queue-dev: apt-get install -y iproute2 iptables libnetfilter-queue-dev"; exit 1; }
+	libnetfilter-queue-dev: apt-get install -y $(NET2G_APT)"; exit 1; }
 	FIELDSYNC_REQUIRE_2G=1 $(BIN)/python -m pytest -q -s -m net2g
 
 # Coverage-guided fuzzing (atheris) of push, pull and the device's reading

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 SCRIPTS = ("wire", "push_pull", "scaling", "device", "validate", "export", "peers", "growth",
-           "indicators")
+           "indicators", "devices")
 # Scripts owned by other engineers run as they are, in a child process.
 CHILD_ARGS = {
     "validate": {"full": [], "quick": ["--rounds", "3", "--number", "1000"],
@@ -60,7 +60,7 @@ def _in_process(name: str, mode: str) -> dict:
         if why:
             print(f"\n== device: skipped: {why}", flush=True)
             return {"skipped": why}
-    elif name in ("push_pull", "scaling"):
+    elif name in ("push_pull", "scaling", "devices"):
         why = common.server_available()
         if why:
             print(f"\n== {name}: skipped: {why}", flush=True)

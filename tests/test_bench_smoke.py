@@ -20,7 +20,8 @@ def test_every_benchmark_runs_one_tiny_round():
     for title in ("== wire: bytes per record sent", "== push: records/s",
                   "== pull: records/s", "== push breakdown", "== scaling: records/s",
                   "== device: library add rate",
-                  "== peers:", "== growth: z-score measurements/s", "== issue 6 goals"):
+                  "== peers:", "== growth: z-score measurements/s", "== devices:",
+                  "== issue 6 goals"):
         assert title in out, f"{title!r} missing from:\n{out[-3000:]}"
     assert "FAILED" not in out
     latest = json.loads((ROOT / "bench" / "out" / "latest-smoke.json").read_text())
@@ -30,3 +31,9 @@ def test_every_benchmark_runs_one_tiny_round():
     assert latest["results"]["push_pull"]["pull_5000_fresh"] > 0
     assert "pull >= 100,000 records/s, records never edited" in out
     assert 0 < latest["results"]["wire"]["push_gzip1_bytes"] < 10_000
+    # Many devices at once: every operation ran and none failed; the
+    # database holds exactly what was acknowledged.
+    devices = latest["results"]["devices"]
+    assert devices["push_count"] > 0 and devices["first_count"] > 0, devices
+    assert devices["errors"] == 0 and devices["stored_minus_expected"] == 0, devices
+    assert devices["rss_peak_mb"] > 0

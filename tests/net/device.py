@@ -18,11 +18,16 @@ from client_sync.errors import ServerUnreachable
 
 
 def growth(i):
+    """A valid growth v2 record: a child of about 2.5 years, weight for height
+    near the WHO median (never SAM, which the form requires to be referred)."""
     day = date(2026, 11, 1) + timedelta(days=i % 25)
+    height = 80.0 + (i % 40) / 4
     return {"child_id": f"0193a0c0-0000-7000-8000-{i:012d}", "child_dob": "2024-05-10",
-            "measured_on": day.isoformat(), "weight_kg": round(9.0 + (i % 30) / 10, 1),
-            "lenhei_cm": round(80.0 + (i % 40) / 4, 1), "position": "standing",
-            "muac_mm": 120 + i % 20, "oedema_bilateral": False, "referred_to": "none",
+            "child_sex": "female" if i % 2 else "male", "child_dob_precision": "exact",
+            "measured_on": day.isoformat(),
+            "weight_kg": round(10.9 + (height - 80.0) * 0.21 + (i % 5) / 10, 1),
+            "lenhei_cm": height, "position": "standing",
+            "muac_mm": 140 + i % 20, "oedema_bilateral": False, "referred_to": "none",
             "counselled": True}
 
 
