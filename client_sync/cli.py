@@ -719,6 +719,9 @@ class ExportProgress:
 def app_command(ctx, port, no_browser):
     """Open the data-entry app in the browser (served on 127.0.0.1, works offline)."""
     from .app import serve  # Flask is imported only here: the library stays Flask-free
+    # An encrypted folder asks for its passphrase here, once; the key is then
+    # kept for the session (store/keys.py), where the app's pages find it.
+    _client(ctx)
     serve(ctx.obj["data_dir"], port=port, open_browser=not no_browser, echo=click.echo)
 
 

@@ -107,6 +107,7 @@ def test_a_warning_is_confirmed_before_the_record_is_saved(web, home):
             "hi_has_card": "no", "vital_status": "alive"})
     csrf = token(web)
     form = {"csrf_token": csrf, "woman_id": wid, "woman_dob": "2010-06-01",   # 16 years old
+            "woman_sex": "female",
             "registration_date": TODAY.isoformat(), "lmp_known": "yes",
             "lmp_date": (TODAY - timedelta(weeks=10)).isoformat(),
             "edd": (TODAY + timedelta(weeks=30)).isoformat(), "edd_source": "lmp",
@@ -120,6 +121,7 @@ def test_a_warning_is_confirmed_before_the_record_is_saved(web, home):
         assert list(d.list("pregnancy")) == []
     saved = web.post("/new/pregnancy", data={**form, "confirm": "1"})
     assert saved.status_code == 302
+    web.set_cookie("fieldsync_app_lang", "en")
     record_page = web.get(saved.headers["Location"]).get_data(as_text=True)
     assert "data-warnings" in record_page and "under 18" in record_page
 
