@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,15 +18,16 @@ import click
 
 from . import config as settings
 from . import describe
-from .client import Client, describe_errors
+from .client import describe_errors
 from .config import APP_VERSION
 from .errors import ApiError, AuthError, FieldsyncError, ServerUnreachable, SyncError
 from .store import keys
 from .store.database import DAMAGED_MESSAGE, DB_ERRORS, is_damage
-from .store.keys import PassphraseNeeded
+from . import care
+from .clitools import _client, _new_passphrase, _warn, parse_assignments
+from .clitools import parse_value  # noqa: F401  (the value syntax, tested through here)
 
-TRUE_WORDS = {"yes": True, "y": True, "true": True, "1": True,
-              "no": False, "n": False, "false": False, "0": False}
+
 
 
 class Group(click.Group):
@@ -92,128 +92,6 @@ def cli(ctx, data_dir, lang):
     ctx.obj = {"data_dir": data_dir, "lang": lang}
 
 
-def _client(ctx, **options) -> Client:
-    """The data folder's client; asks for the passphrase of an encrypted
-    folder in a terminal (once per session: the key is then kept, see
-    client_sync/store/keys.py)."""
-    options.setdefault("lang", ctx.obj.get("lang", "en"))
-    try:
-        client = Client(ctx.obj["data_dir"], **options)
-    except PassphraseNeeded:
-        if not sys.stdin.isatty():
-            raise
-        passphrase = click.prompt("Passphrase for this device's data", hide_input=True,
-                                  err=True)
-        client = Client(ctx.obj["data_dir"], passphrase=passphrase, **options)
-        client.remember_key()
-    ctx.call_on_close(client.close)
-    return client
-
-
-def _warn(lines, record_id=None):
-    """Warnings on stderr (stdout keeps only what scripts read, e.g. an id)."""
-    for line in lines:
-        click.echo(f"Warning: {line}", err=True)
-    if lines:
-        click.echo("Check these now; danger signs need a referral today. "
-                   + (f"They stay visible in `fieldsync show {record_id[:8]}`." if record_id else ""),
-                   err=True)
-
-
-def _new_passphrase():
-    """A new passphrase: typed twice in a terminal, else FIELDSYNC_PASSPHRASE."""
-    if os.environ.get("FIELDSYNC_PASSPHRASE"):
-        return os.environ["FIELDSYNC_PASSPHRASE"]
-    if not sys.stdin.isatty():
-        return None
-    click.echo("Choose a passphrase for this device's data. You type it once per working "
-               "day; if it is lost, only records not yet synced are lost.", err=True)
-    passphrase = click.prompt("New passphrase", hide_input=True, confirmation_prompt=True,
-                              err=True)
-    if len(passphrase) < 8:
-        raise click.ClickException("The passphrase needs at least 8 characters; nothing "
-                                   "was changed.")
-    return passphrase
-
-
-# -- value syntax ----------------------------------------------------------------------
-
-
-def parse_value(field, raw):
-    """One ``field=value`` value, typed by the form definition.
-
-    ``field=`` clears; ``a,b`` fills a multi_choice; ``yes``/``no`` a boolean;
-    a JSON object or list is taken as JSON (geopoint, repeat).
-    """
-    kind = (field or {}).get("type")
-    name = (field or {}).get("name", "?")
-    if raw == "":
-        return None
-    if raw[:1] in "{[" and kind in ("geopoint", "repeat", "multi_choice", None):
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise FieldsyncError(f"{name}: not valid JSON: {raw!r}") from None
-    try:
-        if kind == "boolean":
-            if raw.lower() not in TRUE_WORDS:
-                raise ValueError
-            return TRUE_WORDS[raw.lower()]
-        if kind == "integer":
-            return int(raw)
-        if kind == "decimal":
-            return float(raw)
-        if kind == "multi_choice":
-            return [part.strip() for part in raw.split(",") if part.strip()]
-        if kind == "geopoint":
-            parts = [float(p) for p in raw.split(",")]
-            if len(parts) not in (2, 3):
-                raise ValueError
-            point = {"lat": parts[0], "lon": parts[1]}
-            if len(parts) == 3:
-                point["accuracy_m"] = parts[2]
-            return point
-    except ValueError:
-        expected = {"boolean": "yes or no", "integer": "a whole number", "decimal": "a number",
-                    "geopoint": "lat,lon[,accuracy_m]"}.get(kind, kind)
-        raise FieldsyncError(f"{name}: expected {expected}, got {raw!r}") from None
-    return raw
-
-
-def parse_assignments(form, pairs, client=None):
-    """``["a=1", "b="]`` → ``{"a": 1, "b": None}`` typed by ``form``. Text is
-    trimmed (blank is empty); a reference field takes an id prefix."""
-    fields = {f["name"]: f for f in form.definition.get("fields", [])}
-    data = {}
-    for pair in pairs:
-        name, sep, raw = pair.partition("=")
-        if not sep or not name:
-            raise FieldsyncError(f"Expected field=value, got {pair!r}.")
-        if name not in fields:
-            raise FieldsyncError(f"{form.id} has no field {name!r}. Fields: {', '.join(fields)}"
-                                 f" (see `fieldsync forms {form.id}`).")
-        kind = fields[name].get("type")
-        if kind in ("string", "text", "ref", "choice", "date", "time", "datetime"):
-            raw = raw.strip()
-        value = parse_value(fields[name], raw)
-        if kind == "ref" and isinstance(value, str) and client is not None:
-            value = client.resolve_id(value)
-        data[name] = value
-    return data
-
-
-def format_value(value):
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
-        return ",".join(str(v) for v in value)
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False)
-    return str(value)
-
-
 # -- commands --------------------------------------------------------------------------
 
 
@@ -260,66 +138,6 @@ def _login_client(ctx, unencrypted):
     client = _client(ctx, passphrase=passphrase)
     client.remember_key()
     return client, False
-
-
-@cli.command()
-@click.pass_context
-def encrypt(ctx):
-    """Encrypt this device's data with a new passphrase (SQLCipher)."""
-    folder = settings.data_dir(ctx.obj["data_dir"])
-    if keys.is_encrypted(folder):
-        raise click.ClickException("This device's data is already encrypted.")
-    passphrase = _new_passphrase()
-    if passphrase is None:
-        raise click.ClickException("No passphrase: run this in a terminal, or set "
-                                   "FIELDSYNC_PASSPHRASE. Nothing was changed.")
-    client = _client(ctx, passphrase=passphrase)
-    client.remember_key()
-    click.echo(f"This device's data is now encrypted ({client.store.path}). Keep the "
-               "passphrase: without it, records not yet synced cannot be read.")
-
-
-@cli.command()
-@click.pass_context
-def lock(ctx):
-    """Forget the passphrase for this session: the next command asks again."""
-    folder = settings.data_dir(ctx.obj["data_dir"])
-    keys.forget(folder)
-    click.echo("Locked: the next command asks for the passphrase.")
-
-
-@cli.command()
-@click.pass_context
-def doctor(ctx):
-    """Check the device database; salvage a damaged one into a fresh file."""
-    from .store.salvage import salvage
-
-    folder = settings.data_dir(ctx.obj["data_dir"])
-    path = folder / settings.DB_NAME
-    if not path.exists():
-        raise click.ClickException(f"No device database in {folder}; nothing to check.")
-    client = _client(ctx)  # asks for the passphrase if needed; never writes a damaged file
-    key, damaged = client.store.key, client.store.damaged
-    client.close()
-    if damaged is None:
-        click.echo(f"The device database is healthy (integrity check ok); nothing to do.")
-        return
-    click.echo(f"The device database is damaged: {damaged}")
-    report = salvage(path, key)
-    saved, unreadable = report["saved"], report["unreadable"]
-    click.echo(f"Salvaged into a fresh database: {saved.get('outbox', 0)} queued change(s), "
-               f"{saved.get('batches', 0)} sent batch(es), {saved.get('records', 0)} record(s).")
-    for table, gaps in unreadable.items():
-        what = "could not be read at all" if gaps < 0 else f"had {gaps} unreadable stretch(es)"
-        click.echo(f"Lost: the {table} table {what}.")
-    if report["requeued"]:
-        click.echo(f"Queued again: {report['requeued']} change(s) (sent once by the next sync).")
-    if report["rebuilt_records"]:
-        click.echo(f"Rebuilt from their queued changes: {report['rebuilt_records']} record(s).")
-    if "token" in report["lost_meta"] or "user" in report["lost_meta"]:
-        click.echo("The login could not be read: run `fieldsync login` again.")
-    click.echo(f"The damaged file is kept as {report['kept']}. Run `fieldsync sync`: it "
-               "sends the salvaged changes and pulls every record again.")
 
 
 @cli.command("forms")
@@ -723,6 +541,10 @@ def app_command(ctx, port, no_browser):
     # kept for the session (store/keys.py), where the app's pages find it.
     _client(ctx)
     serve(ctx.obj["data_dir"], port=port, open_browser=not no_browser, echo=click.echo)
+
+
+for _command in (care.encrypt, care.lock, care.doctor):
+    cli.add_command(_command)
 
 
 def main():
