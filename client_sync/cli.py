@@ -24,6 +24,7 @@ from .errors import ApiError, AuthError, FieldsyncError, ServerUnreachable, Sync
 from .store import keys
 from .store.database import DAMAGED_MESSAGE, DB_ERRORS, is_damage
 from . import care
+from .sync import parse_utc
 from .clitools import _client, _new_passphrase, _warn, parse_assignments
 from .clitools import parse_value  # noqa: F401  (the value syntax, tested through here)
 
@@ -399,14 +400,9 @@ def _stuck_advice(problems):
 def _local_time(iso):
     """An ISO UTC time as FIELDSYNC_TIMEZONE's local time with its offset shown,
     or UTC labelled "UTC" when no zone is set."""
-    if not iso:
+    moment = parse_utc(iso)
+    if moment is None:
         return iso
-    try:
-        moment = datetime.fromisoformat(str(iso).replace("Z", "+00:00"))
-    except ValueError:
-        return iso
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
     zone_name = os.environ.get("FIELDSYNC_TIMEZONE")
     if zone_name:
         try:

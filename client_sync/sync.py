@@ -60,16 +60,23 @@ class SyncReport:
         return "; ".join(parts)
 
 
-def skew_seconds(server_time):
-    """Device clock minus server clock, from the server's ISO time (or None)."""
-    if not server_time:
+def parse_utc(text):
+    """An ISO 8601 time (``Z`` or an offset; none means UTC) as an aware
+    datetime, or None when empty or unreadable."""
+    if not text:
         return None
     try:
-        server = datetime.fromisoformat(str(server_time).replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
     except ValueError:
         return None
-    if server.tzinfo is None:
-        server = server.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
+def skew_seconds(server_time):
+    """Device clock minus server clock, from the server's ISO time (or None)."""
+    server = parse_utc(server_time)
+    if server is None:
+        return None
     return round((datetime.now(timezone.utc) - server).total_seconds(), 1)
 
 
