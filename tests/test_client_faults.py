@@ -104,8 +104,16 @@ def test_reply_dropped_after_commit_is_not_doubled(server_process, proxy, tmp_pa
     assert server_query(server_process, "SELECT COUNT(*) FROM conflicts")[0][0] == 0
 
 
+def impatient(path, url):
+    """A device logged in with time to spare (a login checks an argon2 hash,
+    slow on a loaded machine), then reopened to give up within IMPATIENT's
+    1.5 s: only the sync under test races the clock."""
+    login(path, url).close()
+    return Client(path, IMPATIENT)
+
+
 def test_gave_up_sync_resends_the_same_batch_next_time(server_process, proxy, tmp_path):
-    d = login(tmp_path / "d", proxy.url, network=IMPATIENT)
+    d = impatient(tmp_path / "d", proxy.url)
     ids = [d.add("household", household(i)) for i in range(10)]
     proxy.add("drop_response", PUSH, count=1000)
     with pytest.raises(SyncError) as info:
@@ -135,7 +143,7 @@ def test_pull_cut_mid_page_then_retry(server_process, proxy, tmp_path, mode):
     for i in range(30):
         writer.add("household", household(i))
     writer.sync()
-    reader = login(tmp_path / "r", proxy.url, network=IMPATIENT)
+    reader = impatient(tmp_path / "r", proxy.url)
     reader.store.set_meta(batch_size=5)
     proxy.add(mode, PULL, after=200, count=1000)
     with pytest.raises(SyncError):

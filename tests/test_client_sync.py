@@ -203,8 +203,10 @@ def without_hanging(call, bound=300):
 
 
 def test_unreachable_server_gives_up_in_time_and_keeps_everything(server_process, device):
-    d = device(network=NetworkConfig(give_up_after=2, connect_timeout=0.5, read_timeout=1,
-                                     backoff_factor=0.1, backoff_jitter=0))
+    d = device()  # logs in with time to spare; only the sync below races the clock
+    patient = d.network
+    d.network = NetworkConfig(give_up_after=2, connect_timeout=0.5, read_timeout=1,
+                              backoff_factor=0.1, backoff_jitter=0)
     rid = d.add("household", household(7))
     # A listener that never answers: connections open, no reply ever comes.
     silent = socket.socket()
@@ -218,6 +220,7 @@ def test_unreachable_server_gives_up_in_time_and_keeps_everything(server_process
     silent.close()
     assert d.store.unsynced_count() == 1 and d.status()["last_sync_ok"] is False
     d.store.set_meta(server=server_process.url)
+    d.network = patient
     assert d.sync().applied == 1 and rid in server_rows(server_process)
 
 
