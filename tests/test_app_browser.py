@@ -114,7 +114,7 @@ def add_woman_and_pregnancy(home, lmp):
             "recorded_on": today.isoformat(), "hi_has_card": "no", "vital_status": "alive"})
         pid = d.add("pregnancy", {
             "woman_id": wid, "woman_dob": (today - timedelta(days=24 * 365)).isoformat(),
-            "registration_date": today.isoformat(), "lmp_known": "yes",
+            "woman_sex": "female", "registration_date": today.isoformat(), "lmp_known": "yes",
             "lmp_date": lmp.isoformat(), "edd": (lmp + timedelta(days=280)).isoformat(),
             "edd_source": "lmp", "prev_term_births": 1, "prev_preterm_births": 0,
             "prev_abortions_miscarriages": 0, "living_children": 1,

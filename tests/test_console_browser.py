@@ -254,7 +254,8 @@ def test_pages_are_vietnamese_first_and_switch_to_english(page, site, shots):
     sign_in(page, site)
     assert page.locator("html").get_attribute("lang") == "vi"
     assert page.locator("nav").inner_text().split() == [
-        "Tổng", "quan", "Xung", "đột", "Hồ", "sơ", "Tải", "xuống"]
+        "Tổng", "quan", "Xung", "đột", "Chỉ", "số", "Danh", "sách", "công", "việc",
+        "Hồ", "sơ", "Tải", "xuống"]
     assert "Asia/Ho_Chi_Minh (UTC+07:00)" in page.locator("footer").inner_text()
     page.set_viewport_size(PHONE)
     page.screenshot(path=shots / "dashboard-phone-vi.png", full_page=True)
