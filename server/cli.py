@@ -132,15 +132,20 @@ def user_list(ctx, as_json):
                        f"{'disabled' if u['disabled'] else 'active'}")
 
 
+def _user_change(ctx, change, name):
+    """`change(db, name, by="cli")`, its refusal as the command's one error line."""
+    try:
+        return change(_open(ctx), name, by="cli")
+    except auth.UserError as exc:
+        raise click.ClickException(str(exc))
+
+
 @user.command("disable")
 @click.argument("name")
 @click.pass_context
 def user_disable(ctx, name):
     """Disable NAME and revoke every token of theirs."""
-    try:
-        auth.disable_user(_open(ctx), name, by="cli")
-    except auth.UserError as exc:
-        raise click.ClickException(str(exc))
+    _user_change(ctx, auth.disable_user, name)
     click.echo(f"Disabled {name}; their devices are signed out.")
 
 
@@ -149,10 +154,7 @@ def user_disable(ctx, name):
 @click.pass_context
 def user_enable(ctx, name):
     """Enable NAME again (their devices sign in anew)."""
-    try:
-        auth.enable_user(_open(ctx), name, by="cli")
-    except auth.UserError as exc:
-        raise click.ClickException(str(exc))
+    _user_change(ctx, auth.enable_user, name)
     click.echo(f"Enabled {name}; they can sign in again.")
 
 
@@ -161,10 +163,7 @@ def user_enable(ctx, name):
 @click.pass_context
 def user_unlock(ctx, name):
     """Forget NAME's failed sign-ins, so a locked-out user may try again now."""
-    try:
-        count = auth.unlock_user(_open(ctx), name, by="cli")
-    except auth.UserError as exc:
-        raise click.ClickException(str(exc))
+    count = _user_change(ctx, auth.unlock_user, name)
     click.echo(f"Unlocked {name} ({count} recent failed sign-ins forgotten).")
 
 
