@@ -114,3 +114,29 @@ def test_a_lost_session_key_sends_every_page_to_unlock(server_process, tmp_path,
     assert web.post(target, data={"csrf_token": csrf(web, target),
                                   "passphrase": PASSPHRASE}).status_code == 302
     assert web.get("/").status_code == 200
+
+
+def test_a_no_terminal_login_takes_the_passphrase_from_a_second_line(server_process,
+                                                                     tmp_path):
+    """`fieldsync login` fed by a script: password, then passphrase."""
+    from click.testing import CliRunner
+
+    from client_sync.cli import cli
+
+    def login(folder, lines):
+        return CliRunner().invoke(cli, ["--data-dir", str(folder), "login", "--server",
+                                        server_process.url, "--username", "hw"], input=lines)
+
+    short = tmp_path / "short"
+    result = login(short, USERS["hw"]["password"] + "\nshort\n")
+    assert result.exit_code == 1 and "at least 8 characters" in result.output
+    assert not short.exists()
+    folder = tmp_path / "piped"
+    result = login(folder, f"{USERS['hw']['password']}\n{PASSPHRASE}\n")
+    assert result.exit_code == 0, result.output
+    assert "not encrypted" not in result.output and keys.is_encrypted(folder)
+    with Client(folder, passphrase=PASSPHRASE) as device:
+        token = device.store.get_meta("token")
+    raw, strings = printable_runs(folder)
+    for secret in (token, USERS["hw"]["password"], PASSPHRASE):
+        assert secret.encode() not in raw and secret.encode() not in strings, secret
