@@ -50,6 +50,7 @@ workers, from /proc) idle after start, the peak of their sum sampled every
 Benchmarks print, never assert.
 
     .venv/bin/python bench/devices.py [--quick | --smoke]
+    BENCH_ALL_LOGIN=1 .venv/bin/python bench/devices.py   # every device signs in
 """
 
 from __future__ import annotations
@@ -386,7 +387,8 @@ def run(mode: str = "full") -> dict:
     first = set(sorted(first)[:cfg["first"]])
     out = {}
     print(f"\n== devices: {n} devices in {villages} villages, {cfg['village_records']:,} "
-          f"records a village; {len(first)} first syncs, {len(first) + len(range(5, n, 10))} "
+          f"records a village; {len(first)} first syncs, "
+          f"{n if os.environ.get('BENCH_ALL_LOGIN') else len(first) + len(range(5, n, 10))} "
           f"logins, {cfg['rounds']} push+pull rounds each; ramp {cfg['ramp']:.0f} s, pauses {cfg['pause'][0]}-{cfg['pause'][1]} s, "
           f"deadline {cfg['deadline']:.0f} s; {cfg['procs']} client process(es)", flush=True)
     with common.Server() as srv:
@@ -397,7 +399,9 @@ def run(mode: str = "full") -> dict:
         cursors = _cursors(srv.db_path, names)
         # New phones (first sync) and one device in ten (an expired token, a
         # sign-out) log in during the day; the rest hold yesterday's token.
-        relogin = set(range(5, n, 10))
+        # BENCH_ALL_LOGIN=1: every device signs in at the start of its day
+        # (a morning when a commune's tokens all expired: the login storm).
+        relogin = set(range(n)) if os.environ.get("BENCH_ALL_LOGIN") else set(range(5, n, 10))
         tokens = _tokens(srv.db_path, [(names[i][0], f"dev-{i + 1:03d}") for i in range(n)
                                        if i not in first and i not in relogin])
         setup = time.perf_counter() - t
