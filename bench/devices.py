@@ -81,7 +81,10 @@ MODES = {
 }
 OPS = ("login", "first sync (village)", "push", "pull")
 PUSH_SIZE = (5, 30)
-BUSY_TRIES = 5   # a 503 is sent again after its Retry-After, at most this many times
+#: A 503 is sent again after its Retry-After (with up to 50 % jitter) until
+#: this long after the first try, as the device library does by default
+#: (FIELDSYNC_GIVE_UP_AFTER).
+BUSY_GIVE_UP_S = 60.0
 EDIT_SHARE = 0.2
 SEED_BATCH = 500
 
@@ -255,8 +258,9 @@ class Device:
     def _send(self, method: str, path: str, **kw):
         """One request, as the device library sends it: a reset connection is
         retried once, and a 503 (a login storm past the server's password
-        checks, a busy database) after its Retry-After, up to BUSY_TRIES times."""
-        for busy in range(BUSY_TRIES):
+        checks, a busy database) after its Retry-After, until BUSY_GIVE_UP_S."""
+        give_up = time.monotonic() + BUSY_GIVE_UP_S
+        while True:
             for attempt in (0, 1):
                 try:
                     r = self.http.request(method, self.url + path, timeout=120, **kw)
@@ -265,15 +269,15 @@ class Device:
                     if attempt:
                         raise
                     self.retries += 1
-            if r.status_code != 503 or busy == BUSY_TRIES - 1:
-                return r
-            self.busy_retries += 1
             try:
                 wait = float(r.headers.get("Retry-After", "5"))
             except ValueError:
                 wait = 5.0
-            time.sleep(min(max(wait, 0.0), 60.0) * self.rng.uniform(1.0, 1.5))
-        return r
+            wait = min(max(wait, 0.0), 60.0) * self.rng.uniform(1.0, 1.5)
+            if r.status_code != 503 or time.monotonic() + wait > give_up:
+                return r
+            self.busy_retries += 1
+            time.sleep(wait)
 
     def _timed(self, op: str, fn):
         t0 = time.perf_counter()
