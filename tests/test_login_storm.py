@@ -140,3 +140,42 @@ def test_a_burst_of_parallel_logins_leaves_pulls_answering_and_counts_right(
         assert issued == right.count(200)
     finally:
         srv.stop()
+
+
+def test_the_device_library_waits_out_the_503_and_signs_in(db_path, tmp_path, monkeypatch):
+    """Six devices sign in at once through `Client.login` on a server with one
+    password check per worker and no wait: some meet a 503, wait its
+    Retry-After and retry, and every one signs in."""
+    from client_sync import Client, NetworkConfig
+
+    monkeypatch.setenv("FIELDSYNC_LOGIN_CONCURRENCY", "1")
+    monkeypatch.setenv("FIELDSYNC_LOGIN_WAIT_SECONDS", "0")
+    monkeypatch.setenv("FIELDSYNC_RETRY_AFTER_SECONDS", "1")
+    monkeypatch.delenv("FIELDSYNC_PASSPHRASE", raising=False)
+    log = tmp_path / "server.log"
+    srv = ServerProcess(db=db_path, port=free_port(), log=log).start()
+    network = NetworkConfig(give_up_after=60, connect_timeout=5, read_timeout=30,
+                            backoff_factor=0, backoff_jitter=0)
+    try:
+        go = threading.Barrier(6)
+        users = []
+
+        def sign_in(k):
+            with Client(tmp_path / f"dev{k}", network) as device:
+                go.wait()
+                try:
+                    users.append(device.login(srv.url, "hw", USERS["hw"]["password"]))
+                except Exception as exc:  # reported below, never swallowed
+                    users.append(exc)
+
+        threads = [threading.Thread(target=sign_in, args=(k,)) for k in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        srv.stop()
+    assert [u["username"] if isinstance(u, dict) else u for u in users] == ["hw"] * 6
+    refused = log.read_text().count('"POST /api/v1/auth/login" 503')
+    assert refused > 0, "no sign-in met the bound: the retry was not exercised"
+    assert _failures(db_path) == {}
