@@ -276,7 +276,7 @@ def postnatal(facts, start, end):
             ok = any((vd - discharge).days <= 7 if discharge else dp <= 7
                      for dp, vd, _ in visits if dp >= 0)
         else:
-            firsts = sorted(vd for dp, vd, _ in visits if dp >= 0)
+            firsts = sorted({vd for dp, vd, _ in visits if dp >= 0})   # one visit per date
             ok = (len(firsts) >= 2 and (firsts[0] - on).days <= 1
                   and (firsts[1] - firsts[0]).days <= 7)
         tt30.add(ok, groups)
