@@ -269,8 +269,10 @@ def postnatal(facts, start, end):
         h48.add(checked or any(0 <= dp <= 2 for dp, _, _ in visits), groups)
         d42.add(checked or any(0 <= dp <= 42 and v.get("role") == "CHS_staff"
                                for dp, _, v in visits), groups)
-        if f.get("mo") == "died":
-            continue
+        # Denominator: births of P, mother alive at delivery. A live birth or a
+        # stillbirth was delivered, so the mother was alive then even when she
+        # died after it (died_undelivered is its own outcome type): her newborn
+        # still needs its visits, so the birth stays in.
         if facility:
             discharge = next((day(v["dis"]) for _, _, v in visits if v.get("dis")), None)
             ok = any((vd - discharge).days <= 7 if discharge else dp <= 7
