@@ -433,8 +433,12 @@ def sessions(facts, start, end):
     t = Tally(count_only=True)
     attendees = caregivers = 0
     s, e = start.isoformat(), end.isoformat()
+    held = set()
     for rid, area, club, d, f in facts.rows("group_session"):
-        if d and s <= d <= e:
+        # One session per club and date: two devices may each have recorded it
+        # (rows come by record id, so the smallest id's figures are kept).
+        if d and s <= d <= e and (club or rid, d) not in held:
+            held.add((club or rid, d))
             t.add(True, {"group_type": f.get("type") or "unknown", "area": facts.sub_area(area)})
             attendees += f.get("n") or 0
             caregivers += f.get("cg") or 0
