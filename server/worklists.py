@@ -129,8 +129,8 @@ def anc_overdue(facts, on):
         checkups = [(d_, v) for d_, _, _, v in facts.by_subject("anc_visit").get(pid, ())
                     if v.get("ct") == "anc_checkup" and d_ and d_ <= on.isoformat()]
         reasons = []
-        nexts = [day(v.get("next")) for _, v in facts.by_subject("anc_visit").get(pid, ())
-                 if v.get("next")]
+        nexts = [day(v.get("next")) for _, _, _, v in facts.by_subject("anc_visit").get(pid, ())
+                 if day(v.get("next"))]
         if nexts and max(nexts) < on:
             reasons.append(("next_visit_date_passed", (on - max(nexts)).days))
         weeks = (on - lmp).days // 7
