@@ -183,8 +183,8 @@ def deaths(facts, on):
         if f.get("dpr") == "pregnant_or_within_42d":
             add(rid, area, "pregnancy_related_death", f.get("dod"))
         dob, dod = day(f.get("dob")), day(f.get("dod"))
-        if dob and dod and (dod - dob).days <= 28:
-            add(rid, area, "newborn_death", dod)
+        if dob and dod and (dod - dob).days <= 28:   # neonatal: within 28 days of birth
+            add(rid, area, "newborn_death", f.get("dod"))   # add() reads the ISO text
     return out
 
 def hi_expiring_30d(facts, on):
