@@ -26,7 +26,9 @@ import orjson
 FORMS = ("person", "pregnancy", "anc_visit", "pregnancy_outcome", "pnc_visit", "growth",
          "nutrition_counselling", "cp_report", "group_session", "club")
 
-_NEWBORN_DANGER = {"convulsions", "chest_indrawing", "not_feeding", "no_movement"}
+#: Newborn danger signs of F6 (DOMAIN §1.6), besides temperature and breathing.
+_NEWBORN_DANGER = {"convulsions", "chest_indrawing", "not_feeding", "no_movement",
+                   "jaundice_palms_soles", "cord_pus_redness"}
 
 
 def _signs(values):
