@@ -392,6 +392,9 @@ def status(facts, start, end):
         dob = day(f.get("dob"))
         if dob is None or dob > ref or f.get("vs") == "moved_out":
             continue
+        reg = day(f.get("reg"))
+        if reg is not None and reg > ref:
+            continue   # registered after the reference date: not yet in the population
         dod = day(f.get("dod"))
         if f.get("vs") == "died" and (dod is None or dod <= ref):
             continue

@@ -49,7 +49,7 @@ def _person(v, c):
         "vs": v.get("vital_status"), "dod": v.get("date_of_death"),
         "dpr": v.get("death_pregnancy_related"), "hi": v.get("hi_has_card"),
         "hif": v.get("hi_valid_from"), "hit": v.get("hi_valid_to"),
-        "hio": v.get("hi_object_code")}
+        "hio": v.get("hi_object_code"), "reg": v.get("recorded_on")}
 
 
 def _pregnancy(v, c):
