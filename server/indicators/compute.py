@@ -20,7 +20,7 @@ Rules (DOMAIN §2 and its notes):
   `sex` of the child where DOMAIN says, `area` one level below the scope.
 """
 from collections import defaultdict
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 
 import orjson
 
@@ -254,6 +254,23 @@ def births(facts, start, end):
             "pregnancy_related_deaths": deaths}
 
 
+def _clock(text):
+    try:
+        return time.fromisoformat(text) if text else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _within_48h(on, birth_time, visit_day, visit_time):
+    """A visit within 2 days (≤ 48 h) of the birth: by the hours when both
+    times are known, else by the day (day 0, 1 or 2 after the birth)."""
+    b, v = _clock(birth_time), _clock(visit_time)
+    if b is not None and v is not None:
+        hours = datetime.combine(visit_day, v) - datetime.combine(on, b)
+        return timedelta(0) <= hours <= timedelta(hours=48)
+    return 0 <= (visit_day - on).days <= 2
+
+
 def postnatal(facts, start, end):
     h48, tt30, d42 = Tally(), Tally(), Tally()
     visits_of = facts.by_subject("pnc_visit")
@@ -266,7 +283,15 @@ def postnatal(facts, start, end):
             vd = day(d)
             if vd is not None:
                 visits.append(((vd - on).days, vd, v))
-        h48.add(checked or any(0 <= dp <= 2 for dp, _, _ in visits), groups)
+        early = [v for _, vd, v in visits if _within_48h(on, f.get("time"), vd, v.get("time"))]
+        h48.add(checked or bool(early), {**groups, "subject": "mother"})
+        # The newborn version (DOMAIN §2.5a): each live-born baby, checked
+        # before discharge or seen at a visit within 48 h that records it.
+        seen = {b[0] for v in early for b in v.get("babies") or ()}
+        for child, _, status in f.get("babies") or ():
+            if f.get("type") == "live_birth" and status in LIVE:
+                h48.add(checked or (child in seen if child else bool(seen)),
+                        {"subject": "newborn"}, counted=False)
         d42.add(checked or any(0 <= dp <= 42 and v.get("role") == "CHS_staff"
                                for dp, _, v in visits), groups)
         # Denominator: births of P, mother alive at delivery. A live birth or a

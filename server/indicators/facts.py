@@ -69,7 +69,8 @@ def _anc(v, c):
 def _outcome(v, c):
     babies = [[b.get("child_id"), b.get("sex"), b.get("status")] for b in v.get("baby") or ()]
     return v.get("pregnancy_id"), v.get("outcome_date"), {
-        "type": v.get("outcome_type"), "place": v.get("place"), "att": v.get("attendant"),
+        "type": v.get("outcome_type"), "time": v.get("outcome_time"),
+        "place": v.get("place"), "att": v.get("attendant"),
         "cbd": v.get("checked_before_discharge"), "mo": v.get("mother_outcome"),
         "mdd": v.get("mother_death_date"), "babies": babies}
 
@@ -80,7 +81,7 @@ def _pnc(v, c):
         babies.append([b.get("child_id"), b.get("status"), _newborn_danger(b),
                        (bc or {}).get("exclusive_bf")])
     return v.get("pregnancy_id"), v.get("visit_date"), {
-        "dp": c.get("day_postpartum"), "od": v.get("outcome_date"),
+        "dp": c.get("day_postpartum"), "od": v.get("outcome_date"), "time": v.get("visit_time"),
         "dis": v.get("discharge_date"), "role": v.get("visitor_role"),
         "ms": v.get("mother_status"), "mdd": v.get("mother_death_date"),
         "mdanger": _signs(v.get("mother_danger_signs")), "ref": v.get("referred_to"),
