@@ -51,10 +51,10 @@ def test_danger_signs_not_referred_mothers_and_newborns(client):
               "convulsions": (uid(), ["convulsions"], {})}
     not_listed = [(uid(), ["none"], {"temp_c": 35.5, "resp_rate": 59}),
                   (uid(), ["none"], {"temp_c": 37.4})]
-    visits = [*listed.values(), *not_listed]
-    old_pnc(world, preg, on, "2026-04-12", visits[:4])      # 4 babies at most per visit
+    babies = [*listed.values(), *not_listed]
+    old_pnc(world, preg, on, "2026-04-12", babies[:4])      # 4 babies at most per visit
     preg0, _ = birth(world, on)
-    old_pnc(world, preg0, on, "2026-04-12", visits[4:])
+    old_pnc(world, preg0, on, "2026-04-12", babies[4:])
     # A mother with fever, not referred; the same signs referred are not listed.
     mother2 = world.person()
     preg2 = world.pregnancy(mother2)
