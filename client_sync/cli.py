@@ -398,21 +398,30 @@ def _stuck_advice(problems):
 
 
 def _local_time(iso):
-    """An ISO UTC time as FIELDSYNC_TIMEZONE's local time with its offset shown,
-    or UTC labelled "UTC" when no zone is set."""
+    """An ISO UTC time as UTC, labelled, followed by the local time when a zone
+    is known: FIELDSYNC_TIMEZONE, else the system's own zone unless it is UTC
+    (one convention with the exports, which are in UTC; issue 17)."""
     moment = parse_utc(iso)
     if moment is None:
         return iso
+    moment = moment.astimezone(timezone.utc)
+    shown = f"{moment:%Y-%m-%d %H:%M:%S} UTC"
     zone_name = os.environ.get("FIELDSYNC_TIMEZONE")
+    local = None
     if zone_name:
         try:
             from zoneinfo import ZoneInfo
             local = moment.astimezone(ZoneInfo(zone_name))
-            offset = local.strftime("%z")
-            return f"{local:%Y-%m-%d %H:%M:%S} (UTC{offset[:3]}:{offset[3:]}, {zone_name})"
         except (KeyError, ValueError, OSError):
-            pass
-    return f"{moment.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
+            local = None
+    else:
+        local = moment.astimezone()          # the system's zone
+        zone_name = local.tzname() or ""
+    if local is None or not local.utcoffset():
+        return shown
+    offset = local.strftime("%z")
+    return (f"{shown} ({local:%Y-%m-%d %H:%M:%S} local time, UTC{offset[:3]}:{offset[3:]}"
+            f"{', ' + zone_name if zone_name else ''})")
 
 
 @cli.command()

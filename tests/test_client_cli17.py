@@ -1,8 +1,14 @@
 """Issue 17's last CLI items: text trimmed in the library (so ``--json`` and
 the app get it too), one labelled time convention and one yes/no wording in
 exports, the CLI's own messages in Vietnamese."""
+import csv
 import json
+import re
+import time
+import uuid
+from datetime import datetime
 
+import openpyxl
 import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings, strategies as st
@@ -11,6 +17,7 @@ from client_sync import Client
 from client_sync.cli import cli
 from client_sync.client import trimmed
 from client_sync.errors import InvalidRecord
+from conftest import run_cli
 
 HH = {"head_name": "Lý A Sáng", "poverty_status": "poor", "registered_on": "2025-05-30",
       "status": "active"}
@@ -87,3 +94,85 @@ def test_trimmed_cuts_padding_everywhere_and_blank_becomes_none(core, left, righ
     assert out["tags"] == ([core.strip()] if core.strip() else [])
     assert out["kids"] == [{"kid": want}]
     assert data["name"] == left + core + right   # the caller's dict is not changed
+
+
+# -- one time convention and one yes/no, on both sides -------------------------------------
+
+GROWTH = {"child_dob": "2024-01-10", "child_sex": "female", "child_dob_precision": "exact",
+          "measured_on": "2025-05-30", "weight_kg": 9.1, "lenhei_cm": 74.0,
+          "position": "lying", "oedema_bilateral": False, "referred_to": "none",
+          "counselled": True}
+ZULU = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z$")
+
+
+def _csv_rows(path):
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _xlsx_rows(path, sheet="growth"):
+    book = openpyxl.load_workbook(path)
+    cells = list(book[sheet].iter_rows())
+    header = [c.value for c in cells[0]]
+    return [dict(zip(header, row)) for row in cells[1:]]
+
+
+def _exports_agree(csv_path, xlsx_path):
+    """The CSV and the XLSX of one growth record say the same yes/no words and
+    the same UTC moments, each labelled as UTC."""
+    (row,), (cells,) = _csv_rows(csv_path), _xlsx_rows(xlsx_path)
+    assert row["oedema_bilateral"] == "no" and row["counselled"] == "yes"
+    for name in ("oedema_bilateral", "counselled"):
+        assert cells[name].value == row[name] and cells[name].data_type == "s"
+    for name in ("created_at", "updated_at"):
+        assert ZULU.match(row[name]), row[name]
+        assert cells[name].number_format.endswith('"UTC"')
+        stamped = datetime.fromisoformat(row[name].replace("Z", "+00:00"))
+        assert cells[name].value == stamped.replace(tzinfo=None)
+
+
+def test_device_and_server_exports_agree_on_yes_no_and_on_utc(server_process, tmp_path):
+    login(server_process)
+    with Client() as client:
+        client.add("growth", {**GROWTH, "child_id": str(uuid.uuid4())})
+    run("sync")
+    sup = str(tmp_path / "sup")
+    run("--data-dir", sup, "login", "--unencrypted", "--server", server_process.url,
+        "--username", "sup", input=server_process.users["sup"]["password"] + "\n")
+    for fmt in ("csv", "xlsx"):           # the device's export, over HTTP
+        run("--data-dir", sup, "export", "growth", "--format", fmt,
+            "--out", str(tmp_path / f"device.{fmt}"))
+    _exports_agree(tmp_path / "device.csv", tmp_path / "device.xlsx")
+    for fmt in ("csv", "xlsx"):           # the server's, from its database
+        run_cli(server_process.db, "export", "growth", "--format", fmt,
+                "--out", str(tmp_path / f"server.{fmt}"))
+    _exports_agree(tmp_path / "server.csv", tmp_path / "server.xlsx")
+    assert _csv_rows(tmp_path / "server.csv") == _csv_rows(tmp_path / "device.csv")
+
+
+def _status_time(monkeypatch, zone=None, system=None):
+    with Client() as client:
+        client.store.set_meta(last_sync="2025-06-01T01:02:03.000Z")
+    if zone:
+        monkeypatch.setenv("FIELDSYNC_TIMEZONE", zone)
+    if system:
+        monkeypatch.setenv("TZ", system)
+        time.tzset()
+    try:
+        out = run("status").output
+    finally:
+        monkeypatch.delenv("TZ", raising=False)
+        time.tzset()
+    return next(line for line in out.splitlines() if line.startswith("Last complete sync"))
+
+
+def test_status_shows_utc_labelled_and_the_local_time_when_a_zone_is_known(monkeypatch):
+    assert _status_time(monkeypatch, system="UTC") == \
+        "Last complete sync: 2025-06-01 01:02:03 UTC"
+    assert _status_time(monkeypatch, zone="Asia/Ho_Chi_Minh") == (
+        "Last complete sync: 2025-06-01 01:02:03 UTC (2025-06-01 08:02:03 local time, "
+        "UTC+07:00, Asia/Ho_Chi_Minh)")
+    monkeypatch.delenv("FIELDSYNC_TIMEZONE")
+    system = _status_time(monkeypatch, system="Asia/Bangkok")
+    assert system.startswith("Last complete sync: 2025-06-01 01:02:03 UTC (2025-06-01 "
+                             "08:02:03 local time, UTC+07:00")
