@@ -17,7 +17,7 @@ from client_sync import Client
 from client_sync.cli import cli
 from client_sync.client import trimmed
 from client_sync.errors import InvalidRecord
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 HH = {"head_name": "Lý A Sáng", "poverty_status": "poor", "registered_on": "2025-05-30",
       "status": "active"}
@@ -176,3 +176,67 @@ def test_status_shows_utc_labelled_and_the_local_time_when_a_zone_is_known(monke
     system = _status_time(monkeypatch, system="Asia/Bangkok")
     assert system.startswith("Last complete sync: 2025-06-01 01:02:03 UTC (2025-06-01 "
                              "08:02:03 local time, UTC+07:00")
+
+
+# -- the CLI's own messages in Vietnamese ---------------------------------------------------
+
+CATALOG = ROOT / "client_sync" / "translations" / "vi" / "LC_MESSAGES"
+
+
+def test_vietnamese_for_a_whole_session_against_the_server(server_process):
+    out = run("--lang", "vi", "login", "--unencrypted", "--server", server_process.url,
+              "--username", "hw", input=server_process.users["hw"]["password"] + "\n").output
+    assert out.startswith("Đã đăng nhập với tên hw (health_worker; địa bàn QN.LM.03)")
+    rid = run("add", "household", *[f"{k}={v}" for k, v in HH.items()]).stdout.strip()
+    assert run("--lang", "vi", "edit", rid[:8], "head_name=Lò Văn Pảo").output.startswith(
+        f"Đã lưu {rid} (chờ đồng bộ).")
+    assert "địa bàn QN.LM.03, chờ gửi" in run("--lang", "vi", "show", rid[:8]).output
+    assert run("--lang", "vi", "sync").output.startswith("Đồng bộ xong: ")
+    status = run("--lang", "vi", "status").output
+    assert "Người dùng: hw trên" in status and "Thay đổi chờ gửi: 0" in status
+    assert "Lần đồng bộ trọn vẹn gần nhất: " in status and "Xung đột đang mở: 0" in status
+    wrong = run("--lang", "vi", "edit", rid[:8], "head_nam=x", ok=False)
+    assert wrong.exit_code == 1
+    assert wrong.stderr.startswith("Error: household không có trường 'head_nam'. Các trường:")
+    assert "Sync complete: " in run("sync").output          # English stays the default
+
+
+def test_an_error_path_and_the_care_commands_speak_vietnamese(tmp_path, monkeypatch):
+    monkeypatch.setenv("FIELDSYNC_LANG", "vi")
+    (tmp_path / "out.csv").write_text("kept", encoding="utf-8")
+    refused = run("export", "growth", "--format", "csv", "--out", str(tmp_path / "out.csv"),
+                  ok=False)
+    assert refused.exit_code == 1 and "đã có: hãy chọn --out khác, hoặc dùng --force" in \
+        refused.stderr
+    assert (tmp_path / "out.csv").read_text(encoding="utf-8") == "kept"
+    empty = run("--data-dir", str(tmp_path / "none"), "doctor", ok=False)
+    assert "Không có cơ sở dữ liệu của máy" in empty.stderr
+    assert run("lock").output == "Đã khóa: lệnh tiếp theo sẽ hỏi cụm mật khẩu.\n"
+    monkeypatch.setenv("FIELDSYNC_LANG", "en")
+    assert run("lock").output == "Locked: the next command asks for the passphrase.\n"
+
+
+def _placeholders(text):
+    return sorted(re.findall(r"\{[^{}]*\}", text))
+
+
+def test_the_catalog_translates_every_message_of_the_code_keeping_placeholders():
+    from babel.messages.extract import extract_from_dir
+    from babel.messages.pofile import read_po
+    from babel.messages.mofile import read_mo
+
+    with open(CATALOG / "cli.po", "rb") as fh:
+        po = {m.id: m.string for m in read_po(fh) if m.id}
+    with open(CATALOG / "cli.mo", "rb") as fh:
+        mo = {m.id: m.string for m in read_mo(fh) if m.id}
+    in_code = {message for _, _, message, _, _ in extract_from_dir(
+        ROOT, method_map=[("client_sync/cli.py", "python"), ("client_sync/clitools.py", "python"),
+                          ("client_sync/care.py", "python"), ("client_sync/i18n.py", "python"),
+                          ("client_sync/store/database.py", "python")],
+        keywords={"_": None, "N_": None})}
+    assert len(in_code) > 80
+    assert in_code <= set(po), f"not in cli.po (run make translations): {in_code - set(po)}"
+    assert mo == po, "cli.mo is older than cli.po: run make translations"
+    for message, text in po.items():
+        assert text and text != message, f"untranslated: {message}"
+        assert _placeholders(text) == _placeholders(message), message
