@@ -53,3 +53,15 @@ def test_the_readme_health_worker_section_leads_with_the_app_and_its_screenshots
     assert len(shots) >= 6
     for shot in shots:
         assert (ROOT / shot).stat().st_size > 1000, shot
+
+
+def test_the_apps_assets_ship_in_the_package_and_no_page_loads_from_elsewhere():
+    from client_sync.app import CSP
+
+    app_dir = ROOT / "client_sync" / "app"
+    for template in (app_dir / "templates").glob("*.html"):
+        text = template.read_text(encoding="utf-8")
+        assert not re.search(r"""(src|href)=["'](https?:)?//""", text), template.name
+        for asset in re.findall(r"url_for\('static', filename='([^']+)'\)", text):
+            assert (app_dir / "static" / asset).is_file(), asset
+    assert "default-src 'none'" in CSP and "http" not in CSP and "script-src 'self';" in CSP
