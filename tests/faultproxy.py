@@ -10,7 +10,8 @@ request by the start of its request line (``b"POST /api/v1/sync/push"``):
 - ``cut_body``: the same, ``after`` bytes into the request's *body*: the cut
   point is the header length (found in the stream, never assumed) plus
   ``after``. ``body_cuts`` records (header length, body length, bytes of
-  the body forwarded) for each, so a test can assert the body was cut.
+  the body really forwarded, counted as written) for each, so a test can
+  assert the body was cut.
 - ``drop_response``: forward the whole request, let the server answer (so it
   has committed), then swallow the answer and hang up: the client cannot know
   whether its push landed.
@@ -111,6 +112,7 @@ class FaultProxy:
         async def upstream():
             sent_of_request, cut_after = 0, None
             body_cut, head = None, b""   # cut_body: bytes into the body; headers so far
+            cut_index, written = None, 0  # cut_body: its body_cuts entry; bytes forwarded
             try:
                 while data := await client_r.read(65536):
                     if self.max_body is not None and self._too_large(data):
@@ -152,14 +154,18 @@ class FaultProxy:
                             up_w.write(data)
                             await up_w.drain()
                             sent_of_request += len(data)
+                            written += len(data)
                             continue
                         header_len = end + 4
                         cut_after = header_len + body_cut
                         length = self._content_length(head)
-                        self.body_cuts.append((header_len, length, min(body_cut, length)))
+                        with self.lock:
+                            cut_index = len(self.body_cuts)
+                            self.body_cuts.append((header_len, length, None))
                     if cut_after is not None:
                         room = cut_after - sent_of_request
                         up_w.write(data[:max(0, room)])
+                        written += len(data[:max(0, room)])
                         await up_w.drain()
                         sent_of_request += len(data)
                         if sent_of_request >= cut_after:
@@ -170,6 +176,9 @@ class FaultProxy:
             except (ConnectionError, OSError):
                 pass
             finally:
+                if cut_index is not None:  # what really went upstream of the body
+                    header_len, length, _ = self.body_cuts[cut_index]
+                    self.body_cuts[cut_index] = (header_len, length, written - header_len)
                 if cut_after is not None:
                     client_w.close()
                 up_w.close()

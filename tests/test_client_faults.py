@@ -87,6 +87,13 @@ def test_push_cut_mid_upload_is_retried_within_the_sync(server_process, proxy, t
     assert server_query(server_process, "SELECT COUNT(*) FROM batches")[0][0] == 1
     assert server_query(server_process, "SELECT COUNT(*) FROM audit WHERE action = 'push'"
                         )[0][0] == 1
+    # And they never reached the app: waitress waits for a whole body, so
+    # the access log (a line once each answer is sent) has the one push.
+    def pushes():
+        return [line for line in server_process.log.read_text(errors="replace").splitlines()
+                if '"POST /api/v1/sync/push"' in line]
+    wait_until(lambda: any(" 200 " in line for line in pushes()), "the push in the access log")
+    assert len(pushes()) == 1, pushes()
 
 
 def test_reply_dropped_after_commit_is_not_doubled(server_process, proxy, tmp_path):
