@@ -297,7 +297,7 @@ def test_client_killed_at_random_points_loses_and_doubles_nothing(server_process
     # The replay rules: each batch applied once (one push audit entry per
     # stored batch, the frozen ones included), and the sequence counter
     # never moved past the largest stored seq (no write made and lost).
-    pushes = [json.loads(d)["batch_id"] for (d,) in server_query(
+    pushes = [json.loads(details)["batch_id"] for (details,) in server_query(
         server_process, "SELECT details FROM audit WHERE action = 'push'")]
     batches = [b for (b,) in server_query(server_process, "SELECT batch_id FROM batches")]
     assert sorted(pushes) == sorted(batches) and len(set(pushes)) == len(pushes)

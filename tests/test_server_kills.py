@@ -17,9 +17,9 @@ reached (the flag file) before checking the outcome:
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
-import sqlite3
 from pathlib import Path
 
 import pytest
