@@ -51,8 +51,9 @@ screenshots: $(STAMP) browser
 	FIELDSYNC_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q -p no:randomly \
 	tests/test_console_browser.py tests/test_app_browser.py
 
-# Console and device-app page strings: extract, merge into each catalog, compile the
-# committed .mo files (shipped as package data; no build step at install).
+# Console and device-app page strings, and the fieldsync command's own messages
+# (domain "cli"): extract, merge into each catalog, compile the committed .mo files
+# (shipped as package data; no build step at install).
 translations: $(STAMP)
 	$(BIN)/pybabel -q extract -F server/console/babel.cfg -k _ -k gettext \
 	  -o server/console/translations/messages.pot .
@@ -64,6 +65,11 @@ translations: $(STAMP)
 	$(BIN)/pybabel -q update -i client_sync/app/translations/messages.pot \
 	  -d client_sync/app/translations --width 100
 	$(BIN)/pybabel -q compile -d client_sync/app/translations
+	$(BIN)/pybabel -q extract -F client_sync/translations/babel.cfg -k _ -k N_ \
+	  --no-default-keywords -o client_sync/translations/cli.pot --width 100 .
+	$(BIN)/pybabel -q update -D cli -i client_sync/translations/cli.pot \
+	  -d client_sync/translations --width 100
+	$(BIN)/pybabel -q compile -D cli -d client_sync/translations
 
 test-long: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

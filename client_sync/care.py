@@ -8,6 +8,7 @@ import click
 
 from . import config as settings
 from .clitools import _client, _new_passphrase
+from .i18n import _
 from .store import keys
 
 
@@ -17,15 +18,16 @@ def encrypt(ctx):
     """Encrypt this device's data with a new passphrase (SQLCipher)."""
     folder = settings.data_dir(ctx.obj["data_dir"])
     if keys.is_encrypted(folder):
-        raise click.ClickException("This device's data is already encrypted.")
+        raise click.ClickException(_("This device's data is already encrypted."))
     passphrase = _new_passphrase()
     if passphrase is None:
-        raise click.ClickException("No passphrase: run this in a terminal, or set "
-                                   "FIELDSYNC_PASSPHRASE. Nothing was changed.")
+        raise click.ClickException(_("No passphrase: run this in a terminal, or set "
+                                     "FIELDSYNC_PASSPHRASE. Nothing was changed."))
     client = _client(ctx, passphrase=passphrase)
     client.remember_key()
-    click.echo(f"This device's data is now encrypted ({client.store.path}). Keep the "
-               "passphrase: without it, records not yet synced cannot be read.")
+    click.echo(_("This device's data is now encrypted ({file}). Keep the passphrase: "
+                 "without it, records not yet synced cannot be read.").format(
+        file=client.store.path))
 
 
 @click.command()
@@ -34,7 +36,7 @@ def lock(ctx):
     """Forget the passphrase for this session: the next command asks again."""
     folder = settings.data_dir(ctx.obj["data_dir"])
     keys.forget(folder)
-    click.echo("Locked: the next command asks for the passphrase.")
+    click.echo(_("Locked: the next command asks for the passphrase."))
 
 
 @click.command()
@@ -46,26 +48,32 @@ def doctor(ctx):
     folder = settings.data_dir(ctx.obj["data_dir"])
     path = folder / settings.DB_NAME
     if not path.exists():
-        raise click.ClickException(f"No device database in {folder}; nothing to check.")
+        raise click.ClickException(_("No device database in {folder}; nothing to "
+                                     "check.").format(folder=folder))
     client = _client(ctx)  # asks for the passphrase if needed; never writes a damaged file
     key, damaged = client.store.key, client.store.damaged
     client.close()
     if damaged is None:
-        click.echo("The device database is healthy (integrity check ok); nothing to do.")
+        click.echo(_("The device database is healthy (integrity check ok); nothing to do."))
         return
-    click.echo(f"The device database is damaged: {damaged}")
+    click.echo(_("The device database is damaged: {detail}").format(detail=damaged))
     report = salvage(path, key)
     saved, unreadable = report["saved"], report["unreadable"]
-    click.echo(f"Salvaged into a fresh database: {saved.get('outbox', 0)} queued change(s), "
-               f"{saved.get('batches', 0)} sent batch(es), {saved.get('records', 0)} record(s).")
+    click.echo(_("Salvaged into a fresh database: {changes} queued change(s), {batches} sent "
+                 "batch(es), {records} record(s).").format(
+        changes=saved.get("outbox", 0), batches=saved.get("batches", 0),
+        records=saved.get("records", 0)))
     for table, gaps in unreadable.items():
-        what = "could not be read at all" if gaps < 0 else f"had {gaps} unreadable stretch(es)"
-        click.echo(f"Lost: the {table} table {what}.")
+        click.echo((_("Lost: the {table} table could not be read at all.") if gaps < 0 else
+                    _("Lost: the {table} table had {n} unreadable stretch(es).")).format(
+            table=table, n=gaps))
     if report["requeued"]:
-        click.echo(f"Queued again: {report['requeued']} change(s) (sent once by the next sync).")
+        click.echo(_("Queued again: {n} change(s) (sent once by the next sync).").format(
+            n=report["requeued"]))
     if report["rebuilt_records"]:
-        click.echo(f"Rebuilt from their queued changes: {report['rebuilt_records']} record(s).")
+        click.echo(_("Rebuilt from their queued changes: {n} record(s).").format(
+            n=report["rebuilt_records"]))
     if "token" in report["lost_meta"] or "user" in report["lost_meta"]:
-        click.echo("The login could not be read: run `fieldsync login` again.")
-    click.echo(f"The damaged file is kept as {report['kept']}. Run `fieldsync sync`: it "
-               "sends the salvaged changes and pulls every record again.")
+        click.echo(_("The login could not be read: run `fieldsync login` again."))
+    click.echo(_("The damaged file is kept as {file}. Run `fieldsync sync`: it sends the "
+                 "salvaged changes and pulls every record again.").format(file=report["kept"]))

@@ -27,6 +27,8 @@ from . import care
 from .sync import parse_utc
 from .clitools import _client, _new_passphrase, _warn, parse_assignments
 from .clitools import parse_value  # noqa: F401  (the value syntax, tested through here)
+from . import i18n
+from .i18n import _
 
 
 
@@ -47,13 +49,15 @@ class Group(click.Group):
             raise click.ClickException(str(exc)) from None
         except DB_ERRORS as exc:
             if is_damage(exc):  # never claim the records are safe on a damaged file
-                raise click.ClickException(DAMAGED_MESSAGE.format(detail=exc)) from None
-            raise click.ClickException(
-                f"Local database error ({exc}); your saved records are untouched.") from None
+                raise click.ClickException(_(DAMAGED_MESSAGE).format(detail=exc)) from None
+            raise click.ClickException(_(
+                "Local database error ({detail}); your saved records are untouched.").format(
+                    detail=exc)) from None
         except OSError as exc:
             raise click.ClickException(f"{exc.strerror or exc} ({exc.filename or ''})") from None
         except Exception as exc:  # a bug: still one line, never a traceback
-            raise click.ClickException(f"Unexpected error: {type(exc).__name__}: {exc}") from None
+            raise click.ClickException(_("Unexpected error: {error}").format(
+                error=f"{type(exc).__name__}: {exc}")) from None
 
 
 def _quiet_broken_pipe():
@@ -74,8 +78,8 @@ def _interrupted():
     nothing is lost, then exit 130 as shells expect."""
     if sys.stderr.isatty():
         sys.stderr.write("\x1b[?25h")
-    click.echo("\nInterrupted. Nothing is lost: every saved record and unsent change stays "
-               "on this device; run `fieldsync sync` again to finish.", err=True)
+    click.echo("\n" + _("Interrupted. Nothing is lost: every saved record and unsent change "
+                        "stays on this device; run `fieldsync sync` again to finish."), err=True)
     sys.exit(130)
 
 
@@ -86,11 +90,12 @@ def _interrupted():
               help="Data folder (default ~/.fieldsync; env FIELDSYNC_HOME).")
 @click.option("--lang", type=click.Choice(["vi", "en"]), envvar="FIELDSYNC_LANG", default="en",
               show_default=True,
-              help="Language of labels and validation messages (env FIELDSYNC_LANG).")
+              help="Language of messages, labels and validation (env FIELDSYNC_LANG).")
 @click.pass_context
 def cli(ctx, data_dir, lang):
     """fieldsync: collect health records offline and sync them when a link appears."""
     ctx.obj = {"data_dir": data_dir, "lang": lang}
+    i18n.use(lang)
 
 
 # -- commands --------------------------------------------------------------------------
@@ -110,21 +115,21 @@ def login(ctx, server, username, unencrypted):
     input) unless --unencrypted."""
     piped = None
     if sys.stdin.isatty():
-        password = click.prompt("Password", hide_input=True)
+        password = click.prompt(_("Password"), hide_input=True)
     else:
         password = sys.stdin.readline().rstrip("\r\n")
         piped = sys.stdin.readline().rstrip("\r\n") or None
     if not password:
-        raise click.ClickException("No password given.")
+        raise click.ClickException(_("No password given."))
     client, plain_warning = _login_client(ctx, unencrypted, piped)
     user = client.login(server, username, password)
-    areas = ", ".join(user.get("areas") or []) or "none"
-    click.echo(f"Logged in as {user['username']} ({user.get('role')}; areas {areas}) "
-               f"on device {client.device_id}.")
+    areas = ", ".join(user.get("areas") or []) or _("none")
+    click.echo(_("Logged in as {user} ({role}; areas {areas}) on device {device}.").format(
+        user=user["username"], role=user.get("role"), areas=areas, device=client.device_id))
     if plain_warning:
-        click.echo("Warning: this device's data is not encrypted (no terminal to ask a "
-                   "passphrase): run `fieldsync encrypt`, set FIELDSYNC_PASSPHRASE, or give "
-                   "the passphrase as a second line after the password.", err=True)
+        click.echo(_("Warning: this device's data is not encrypted (no terminal to ask a "
+                     "passphrase): run `fieldsync encrypt`, set FIELDSYNC_PASSPHRASE, or give "
+                     "the passphrase as a second line after the password."), err=True)
 
 
 def _login_client(ctx, unencrypted, piped=None):
@@ -173,11 +178,12 @@ def add(ctx, form, assignments, area, json_file):
     compiled = client.form(form)
     if json_file is not None:
         if assignments:
-            raise click.UsageError("Give field=value pairs or --json FILE, not both.")
+            raise click.UsageError(_("Give field=value pairs or --json FILE, not both."))
         try:
             data = json.load(json_file)
         except ValueError as exc:
-            raise click.ClickException(f"{json_file.name}: not valid JSON ({exc}).") from None
+            raise click.ClickException(_("{file}: not valid JSON ({detail}).").format(
+                file=json_file.name, detail=exc)) from None
     else:
         data = parse_assignments(compiled, assignments, client)
     record_id = client.add(form, data, area=area)
@@ -196,7 +202,7 @@ def edit(ctx, record_id, assignments):
     record = client.get(record_id)
     client.edit(record_id, parse_assignments(
         client.form(record["form"], record["form_version"]), assignments, client))
-    click.echo(f"Saved {record_id} (pending sync).")
+    click.echo(_("Saved {id} (pending sync).").format(id=record_id))
     _warn(client.warnings(client.get(record_id)), record_id)
 
 
@@ -208,7 +214,7 @@ def delete(ctx, record_id):
     client = _client(ctx)
     record_id = client.resolve_id(record_id)
     client.delete(record_id)
-    click.echo(f"Deleted {record_id} (pending sync).")
+    click.echo(_("Deleted {id} (pending sync).").format(id=record_id))
 
 
 def _name_of(record):
@@ -241,7 +247,8 @@ def find(ctx, text, form):
         click.echo(f"{record['id']}\t{record['form']}\t{record['area']}\t"
                    + "; ".join(hits.values()))
     if not found:
-        raise click.ClickException(f"No record on this device has a name containing {text!r}.")
+        raise click.ClickException(_("No record on this device has a name containing "
+                                     "{text!r}.").format(text=text))
 
 
 @cli.command()
@@ -258,10 +265,11 @@ def show(ctx, record_id, as_json):
     form = client.registry().get(record["form"], record["form_version"])
     fields = describe.field_index(form.describe_fields(client.lang)) if form else {}
     title = form.title_in(client.lang) if form else record["form"]
-    click.echo(f"{record['id']} {record['form']} v{record['form_version']} ({title}), "
-               f"area {record['area']}, {record['sync_state']}"
-               + (" — DELETED (pending sync)" if record["deleted"] and record["sync_state"]
-                  == "pending" else " — DELETED" if record["deleted"] else ""))
+    deleted = "" if not record["deleted"] else " — " + (
+        _("DELETED (pending sync)") if record["sync_state"] == "pending" else _("DELETED"))
+    click.echo(_("{id} {form} v{version} ({title}), area {area}, {state}").format(
+        id=record["id"], form=record["form"], version=record["form_version"], title=title,
+        area=record["area"], state=_(record["sync_state"])) + deleted)
     values = {**record["data"], **(record.get("computed") or {})}
     order = [n for n in fields if n in values] + [n for n in values if n not in fields]
     for name in order:
@@ -272,16 +280,19 @@ def show(ctx, record_id, as_json):
         label = field.get("label") or name
         click.echo(f"{label} ({name}): {describe.value_words(field, value, client.lang)}")
     if record.get("errors"):
-        click.echo(f"Refused by the server: {describe_errors(record['errors'])}")
+        click.echo(_("Refused by the server: {errors}").format(
+            errors=describe_errors(record["errors"])))
     for line in client.warnings(record):
-        click.echo(f"Warning: {line}")
+        click.echo(_("Warning: {message}").format(message=line))
     for entry in client.conflicts(record["id"]):
         field = fields.get(entry["field"]) or {}
-        click.echo(f"Conflict on {field.get('label') or entry['field']} ({entry['field']}): "
-                   f"kept {describe.value_words(field, entry['current']['value'], client.lang)}"
-                   f" ({entry['current'].get('user')}), lost "
-                   f"{describe.value_words(field, entry['losing']['value'], client.lang)}"
-                   f" ({entry['losing'].get('user')}); your supervisor resolves it.")
+        click.echo(_("Conflict on {label} ({name}): kept {kept} ({kept_by}), lost {lost} "
+                     "({lost_by}); your supervisor resolves it.").format(
+            label=field.get("label") or entry["field"], name=entry["field"],
+            kept=describe.value_words(field, entry["current"]["value"], client.lang),
+            kept_by=entry["current"].get("user"),
+            lost=describe.value_words(field, entry["losing"]["value"], client.lang),
+            lost_by=entry["losing"].get("user")))
 
 
 @cli.command()
@@ -291,7 +302,7 @@ def conflicts(ctx):
     client = _client(ctx)
     entries = client.conflicts()
     if not entries:
-        click.echo("No open conflicts (as of the last sync).")
+        click.echo(_("No open conflicts (as of the last sync)."))
         return
     for entry in entries:
         record = client.get(entry["record_id"])
@@ -302,12 +313,13 @@ def conflicts(ctx):
         click.echo(f"{entry['record_id']} {entry['form']} {entry['area']}"
                    + (f" {name}" if name else ""))
         click.echo(f"  {field.get('label') or entry['field']} ({entry['field']}):")
-        for side, word in (("current", "kept"), ("losing", "lost")):
+        for side, word in (("current", _("kept")), ("losing", _("lost"))):
             info = entry[side]
-            click.echo(f"    {word}: {describe.value_words(field, info.get('value'), client.lang)}"
-                       f" (by {info.get('user') or '?'} on {info.get('device') or '?'})")
-    click.echo(f"{len(entries)} open conflict(s): your supervisor chooses the value; both are "
-               "kept on the server until then. Nothing to do on this device.")
+            click.echo("    " + _("{word}: {value} (by {user} on {device})").format(
+                word=word, value=describe.value_words(field, info.get("value"), client.lang),
+                user=info.get("user") or "?", device=info.get("device") or "?"))
+    click.echo(_("{n} open conflict(s): your supervisor chooses the value; both are kept on "
+                 "the server until then. Nothing to do on this device.").format(n=len(entries)))
 
 
 def _advice(exc):
@@ -315,12 +327,13 @@ def _advice(exc):
     if isinstance(exc, AuthError):
         return ""  # the message says to sign in again
     if isinstance(exc, ServerUnreachable):
-        return " Nothing is lost: unanswered changes stay queued; run `fieldsync sync` later."
+        return " " + _("Nothing is lost: unanswered changes stay queued; run `fieldsync sync` "
+                       "later.")
     if isinstance(exc, ApiError) and exc.status < 500:
-        return (" Nothing is lost: unanswered changes stay queued. Ask your supervisor "
-                "to check your account and areas.")
-    return (" Nothing is lost: unanswered changes stay queued; run `fieldsync sync` again "
-            "later, and ask your supervisor if it keeps failing.")
+        return " " + _("Nothing is lost: unanswered changes stay queued. Ask your supervisor "
+                       "to check your account and areas.")
+    return " " + _("Nothing is lost: unanswered changes stay queued; run `fieldsync sync` "
+                   "again later, and ask your supervisor if it keeps failing.")
 
 
 @cli.command()
@@ -332,7 +345,7 @@ def sync(ctx):
 
     def progress(phase, done, total):
         if phase == "push" and total and total >= 100 and bar["bar"] is None:
-            bar["bar"] = click.progressbar(length=total, label="Sending", file=sys.stderr)
+            bar["bar"] = click.progressbar(length=total, label=_("Sending"), file=sys.stderr)
             bar["bar"].__enter__()
             bar["done"] = 0
         if phase == "push" and bar["bar"] is not None:
@@ -342,7 +355,7 @@ def sync(ctx):
             bar["bar"].__exit__(None, None, None)
             bar["bar"] = None
         if phase == "pull" and done and done % 5000 == 0:
-            click.echo(f"Received {done} records…", err=True)
+            click.echo(_("Received {n} records…").format(n=done), err=True)
 
     def close_bar():
         if bar["bar"] is not None:
@@ -357,9 +370,10 @@ def sync(ctx):
         report = client.sync(progress=progress)
     except SyncError as exc:
         close_bar()
-        so_far = f" So far: {exc.report.summary()}." if exc.report else ""
-        raise click.ClickException(f"Sync incomplete: {str(exc).rstrip('.')}.{so_far}"
-                                   f"{_advice(exc)}") from None
+        so_far = " " + _("So far: {summary}.").format(summary=exc.report.summary()) \
+            if exc.report else ""
+        raise click.ClickException(_("Sync incomplete: {reason}.").format(
+            reason=str(exc).rstrip(".")) + so_far + _advice(exc)) from None
     except KeyboardInterrupt:
         close_bar()
         raise
@@ -370,19 +384,20 @@ def sync(ctx):
     info = client.status(warnings=False)
     stuck = info["problems"]
     if stuck:
-        click.echo(f"Sync finished, but {len(stuck)} record(s) were refused: {report.summary()}.")
+        click.echo(_("Sync finished, but {n} record(s) were refused: {summary}.").format(
+            n=len(stuck), summary=report.summary()))
         for problem in stuck[:10]:
-            click.echo(f"  {problem['sync_state']}: {problem['id']} {problem['form']}: "
+            click.echo(f"  {_(problem['sync_state'])}: {problem['id']} {problem['form']}: "
                        f"{describe_errors(problem['errors'])}")
         click.echo(_stuck_advice(stuck))
     else:
-        click.echo(f"Sync complete: {report.summary()}.")
+        click.echo(_("Sync complete: {summary}.").format(summary=report.summary()))
     if info["conflicts"]:
-        click.echo(f"Open conflicts in your areas: {info['conflicts']} (see `fieldsync "
-                   "conflicts`); your supervisor resolves them.")
+        click.echo(_("Open conflicts in your areas: {n} (see `fieldsync conflicts`); your "
+                     "supervisor resolves them.").format(n=info["conflicts"]))
     if report.restamped or (report.skew is not None and abs(report.skew) > 300):
-        click.echo(f"Warning: this device's clock is off by {report.skew:+.0f} s; "
-                   "set the correct date and time.")
+        click.echo(_("Warning: this device's clock is off by {seconds} s; set the correct "
+                     "date and time.").format(seconds=f"{report.skew:+.0f}"))
 
 
 def _raise_interrupt(signum, frame):
@@ -393,31 +408,40 @@ def _stuck_advice(problems):
     states = {p["sync_state"] for p in problems}
     out = []
     if "rejected" in states:
-        out.append("Rejected records: correct the fields named with `fieldsync edit ID "
-                   "field=value`; they are sent again at the next sync.")
+        out.append(_("Rejected records: correct the fields named with `fieldsync edit ID "
+                     "field=value`; they are sent again at the next sync."))
     if "forbidden" in states:
-        out.append("Forbidden records: your account may not write them (area or form). Ask "
-                   "your supervisor to check your areas; they are sent again at the first "
-                   "sync after the change.")
+        out.append(_("Forbidden records: your account may not write them (area or form). Ask "
+                     "your supervisor to check your areas; they are sent again at the first "
+                     "sync after the change."))
     return " ".join(out)
 
 
 def _local_time(iso):
-    """An ISO UTC time as FIELDSYNC_TIMEZONE's local time with its offset shown,
-    or UTC labelled "UTC" when no zone is set."""
+    """An ISO UTC time as UTC, labelled, followed by the local time when a zone
+    is known: FIELDSYNC_TIMEZONE, else the system's own zone unless it is UTC
+    (one convention with the exports, which are in UTC; issue 17)."""
     moment = parse_utc(iso)
     if moment is None:
         return iso
+    moment = moment.astimezone(timezone.utc)
+    shown = f"{moment:%Y-%m-%d %H:%M:%S} UTC"
     zone_name = os.environ.get("FIELDSYNC_TIMEZONE")
+    local = None
     if zone_name:
         try:
             from zoneinfo import ZoneInfo
             local = moment.astimezone(ZoneInfo(zone_name))
-            offset = local.strftime("%z")
-            return f"{local:%Y-%m-%d %H:%M:%S} (UTC{offset[:3]}:{offset[3:]}, {zone_name})"
         except (KeyError, ValueError, OSError):
-            pass
-    return f"{moment.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
+            local = None
+    else:
+        local = moment.astimezone()          # the system's zone
+        zone_name = local.tzname() or ""
+    if local is None or not local.utcoffset():
+        return shown
+    offset = local.strftime("%z")
+    return shown + " (" + _("{time} local time").format(time=f"{local:%Y-%m-%d %H:%M:%S}") \
+        + f", UTC{offset[:3]}:{offset[3:]}{', ' + zone_name if zone_name else ''})"
 
 
 @cli.command()
@@ -427,27 +451,30 @@ def status(ctx):
     client = _client(ctx)
     info = client.status()
     if info["user"]:
-        click.echo(f"User: {info['user']} on {info['server']} (device {info['device_id']})")
+        click.echo(_("User: {user} on {server} (device {device})").format(
+            user=info["user"], server=info["server"], device=info["device_id"]))
     else:
-        click.echo(f"Not logged in (device {info['device_id']})")
-    last = _local_time(info["last_sync"]) or "never"
-    state = "" if info["last_sync_ok"] in (None, True) else " (the last attempt did not finish)"
-    click.echo(f"Last complete sync: {last}{state}")
-    click.echo(f"Pending changes: {info['pending']}")
-    click.echo(f"Open conflicts: {info['conflicts']}"
-               + (" (see `fieldsync conflicts`)" if info["conflicts"] else ""))
+        click.echo(_("Not logged in (device {device})").format(device=info["device_id"]))
+    last = _local_time(info["last_sync"]) or _("never")
+    state = "" if info["last_sync_ok"] in (None, True) else \
+        " " + _("(the last attempt did not finish)")
+    click.echo(_("Last complete sync: {when}").format(when=last) + state)
+    click.echo(_("Pending changes: {n}").format(n=info["pending"]))
+    click.echo(_("Open conflicts: {n}").format(n=info["conflicts"])
+               + (" " + _("(see `fieldsync conflicts`)") if info["conflicts"] else ""))
     for problem in info["problems"]:
-        click.echo(f"{problem['sync_state'].capitalize()}: {problem['id']} {problem['form']}: "
-                   f"{describe_errors(problem['errors'])}")
+        click.echo(f"{_(problem['sync_state']).capitalize()}: {problem['id']} "
+                   f"{problem['form']}: {describe_errors(problem['errors'])}")
     if info["problems"]:
         click.echo(_stuck_advice(info["problems"]))
     flagged = info.get("warnings") or []
     if flagged:
-        click.echo(f"Records with warnings: {len(flagged)}")
+        click.echo(_("Records with warnings: {n}").format(n=len(flagged)))
         for item in flagged[:20]:
-            click.echo(f"Warning: {item['id']} {item['form']}: {'; '.join(item['warnings'])}")
+            click.echo(_("Warning: {message}").format(
+                message=f"{item['id']} {item['form']}: {'; '.join(item['warnings'])}"))
     if info["skew_warning"]:
-        click.echo(f"Warning: {info['skew_warning']}")
+        click.echo(_("Warning: {message}").format(message=info["skew_warning"]))
 
 
 @cli.command()
@@ -457,10 +484,11 @@ def logout(ctx, force):
     """Sign out; the user's records leave this device. Refused while changes are unsynced."""
     done = _client(ctx).logout(force=force)
     if done["dropped"]:
-        click.echo(f"Logged out {done['user']}; {done['dropped']} unsynced record(s) were "
-                   "deleted from this device and are lost.")
+        click.echo(_("Logged out {user}; {n} unsynced record(s) were deleted from this device "
+                     "and are lost.").format(user=done["user"], n=done["dropped"]))
     else:
-        click.echo(f"Logged out {done['user']}; every change had been synced.")
+        click.echo(_("Logged out {user}; every change had been synced.").format(
+            user=done["user"]))
 
 
 @cli.command()
@@ -477,22 +505,24 @@ def export(ctx, what, fmt, area, since, bom, out, force):
     """Download a consolidated export from the server (supervisors)."""
     target = Path(out or f"{what}.{fmt}")
     if target.exists() and not force:
-        raise click.ClickException(f"{target} already exists: give another --out, or --force "
-                                   "to overwrite it.")
+        raise click.ClickException(_("{file} already exists: give another --out, or --force "
+                                     "to overwrite it.").format(file=target))
     if since is not None:
         try:
             datetime.fromisoformat(since.replace("Z", "+00:00"))
         except ValueError:
-            raise click.ClickException(f"--since {since!r}: expected an ISO date or time, "
-                                       "e.g. 2025-06-01 or 2025-06-01T08:00:00Z.") from None
-    progress = ExportProgress(f"Downloading {what}.{fmt}") if _stderr_is_terminal() else None
+            raise click.ClickException(_("--since {value!r}: expected an ISO date or time, "
+                                         "e.g. 2025-06-01 or 2025-06-01T08:00:00Z.").format(
+                value=since)) from None
+    progress = ExportProgress(_("Downloading {file}").format(file=f"{what}.{fmt}")) \
+        if _stderr_is_terminal() else None
     try:
         path = _client(ctx).export(what, fmt, out=target, area=area, progress=progress,
                                    since=since, bom=bom)
     finally:
         if progress is not None:
             progress.close()
-    click.echo(f"Wrote {path}")
+    click.echo(_("Wrote {file}").format(file=path))
 
 
 def _stderr_is_terminal():

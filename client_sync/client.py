@@ -51,6 +51,32 @@ def fold(text) -> str:
     return "".join(c for c in text if not unicodedata.combining(c)).casefold().strip()
 
 
+#: Field types whose text is trimmed, and empty when blank (issue 17).
+TEXT_TYPES = frozenset({"string", "text", "choice", "ref", "date", "time", "datetime"})
+
+
+def trimmed(fields, data):
+    """``data`` with padding spaces cut from text values and blank text made
+    empty (None, as the form model treats an empty value), repeat entries and
+    multi_choice items included; anything else is passed on unchanged for the
+    validator to judge. Every way in (``add``, ``edit``, ``--json``, the app)
+    comes through here, so "  " is never a valid name (issue 17)."""
+    out = {}
+    for name, value in data.items():
+        kind = (fields.get(name) or {}).get("type")
+        if isinstance(value, str) and kind in TEXT_TYPES:
+            value = value.strip() or None
+        elif isinstance(value, list) and kind == "multi_choice":
+            value = [v.strip() if isinstance(v, str) else v for v in value]
+            value = [v for v in value if v != ""]
+        elif isinstance(value, list) and kind == "repeat":
+            inner = {f["name"]: f for f in fields[name].get("fields") or []}
+            value = [trimmed(inner, entry) if isinstance(entry, dict) else entry
+                     for entry in value]
+        out[name] = value
+    return out
+
+
 def describe_errors(errors) -> str:
     """One line for a ``{field: [messages]}`` tree."""
     return "; ".join(_describe(errors))
@@ -302,7 +328,7 @@ class Client:
         bad = sorted(set(data) & computed)
         if bad:
             raise InvalidRecord(f"{', '.join(bad)}: computed fields cannot be set.")
-        return dict(data)
+        return trimmed(form.fields, data)
 
     def _get_raw(self, record_id):
         record = self.store.get(record_id)

@@ -13,6 +13,7 @@ import click
 
 from .client import Client
 from .errors import FieldsyncError
+from .i18n import _
 from .store.keys import PassphraseNeeded
 
 TRUE_WORDS = {"yes": True, "y": True, "true": True, "1": True,
@@ -29,7 +30,7 @@ def _client(ctx, **options) -> Client:
     except PassphraseNeeded:
         if not sys.stdin.isatty():
             raise
-        passphrase = click.prompt("Passphrase for this device's data", hide_input=True,
+        passphrase = click.prompt(_("Passphrase for this device's data"), hide_input=True,
                                   err=True)
         client = Client(ctx.obj["data_dir"], passphrase=passphrase, **options)
         client.remember_key()
@@ -40,11 +41,11 @@ def _client(ctx, **options) -> Client:
 def _warn(lines, record_id=None):
     """Warnings on stderr (stdout keeps only what scripts read, e.g. an id)."""
     for line in lines:
-        click.echo(f"Warning: {line}", err=True)
+        click.echo(_("Warning: {message}").format(message=line), err=True)
     if lines:
-        click.echo("Check these now; danger signs need a referral today. "
-                   + (f"They stay visible in `fieldsync show {record_id[:8]}`." if record_id else ""),
-                   err=True)
+        click.echo(_("Check these now; danger signs need a referral today.")
+                   + (" " + _("They stay visible in `fieldsync show {id}`.").format(
+                       id=record_id[:8]) if record_id else ""), err=True)
 
 
 def _new_passphrase(piped=None):
@@ -54,16 +55,16 @@ def _new_passphrase(piped=None):
         return os.environ["FIELDSYNC_PASSPHRASE"]
     if not sys.stdin.isatty():
         if piped is not None and len(piped) < 8:
-            raise click.ClickException("The passphrase needs at least 8 characters; nothing "
-                                       "was changed.")
+            raise click.ClickException(_("The passphrase needs at least 8 characters; "
+                                         "nothing was changed."))
         return piped
-    click.echo("Choose a passphrase for this device's data. You type it once per working "
-               "day; if it is lost, only records not yet synced are lost.", err=True)
-    passphrase = click.prompt("New passphrase", hide_input=True, confirmation_prompt=True,
-                              err=True)
+    click.echo(_("Choose a passphrase for this device's data. You type it once per working "
+                 "day; if it is lost, only records not yet synced are lost."), err=True)
+    passphrase = click.prompt(_("New passphrase"), hide_input=True,
+                              confirmation_prompt=_("Repeat for confirmation"), err=True)
     if len(passphrase) < 8:
-        raise click.ClickException("The passphrase needs at least 8 characters; nothing "
-                                   "was changed.")
+        raise click.ClickException(_("The passphrase needs at least 8 characters; nothing "
+                                     "was changed."))
     return passphrase
 
 
@@ -81,7 +82,8 @@ def parse_value(field, raw):
         try:
             return json.loads(raw)
         except ValueError:
-            raise FieldsyncError(f"{name}: not valid JSON: {raw!r}") from None
+            raise FieldsyncError(_("{name}: not valid JSON: {raw!r}").format(
+                name=name, raw=raw)) from None
     try:
         if kind == "boolean":
             if raw.lower() not in TRUE_WORDS:
@@ -102,9 +104,10 @@ def parse_value(field, raw):
                 point["accuracy_m"] = parts[2]
             return point
     except ValueError:
-        expected = {"boolean": "yes or no", "integer": "a whole number", "decimal": "a number",
-                    "geopoint": "lat,lon[,accuracy_m]"}.get(kind, kind)
-        raise FieldsyncError(f"{name}: expected {expected}, got {raw!r}") from None
+        expected = {"boolean": _("yes or no"), "integer": _("a whole number"),
+                    "decimal": _("a number"), "geopoint": "lat,lon[,accuracy_m]"}.get(kind, kind)
+        raise FieldsyncError(_("{name}: expected {expected}, got {raw!r}").format(
+            name=name, expected=expected, raw=raw)) from None
     return raw
 
 
@@ -116,10 +119,11 @@ def parse_assignments(form, pairs, client=None):
     for pair in pairs:
         name, sep, raw = pair.partition("=")
         if not sep or not name:
-            raise FieldsyncError(f"Expected field=value, got {pair!r}.")
+            raise FieldsyncError(_("Expected field=value, got {pair!r}.").format(pair=pair))
         if name not in fields:
-            raise FieldsyncError(f"{form.id} has no field {name!r}. Fields: {', '.join(fields)}"
-                                 f" (see `fieldsync forms {form.id}`).")
+            raise FieldsyncError(_("{form} has no field {name!r}. Fields: {fields} (see "
+                                   "`fieldsync forms {form}`).").format(
+                form=form.id, name=name, fields=", ".join(fields)))
         kind = fields[name].get("type")
         if kind in ("string", "text", "ref", "choice", "date", "time", "datetime"):
             raw = raw.strip()

@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from . import admin_cli, auth, catalog, exports, migrations
+from . import admin_cli, auth, catalog, exports, migrations, testkill
 from .db import connect, make_private_file, write_transaction
 from .indicators.report import report
 
@@ -79,6 +79,8 @@ def _hint_first_user(db):
 @click.pass_context
 def serve(ctx, host, port, workers):
     """Serve the API with gunicorn, in the foreground (Ctrl-C stops it)."""
+    if testkill.PROBLEM:
+        raise click.ClickException(testkill.PROBLEM)
     db = _open(ctx)
     _hint_first_user(db)
     db.conn.close()  # no connection may cross gunicorn's fork

@@ -220,6 +220,16 @@ def m009_indicator_facts(db):
     facts.backfill(db)
 
 
+@migration
+def m010_rebuild_indicator_facts(db):
+    # Facts are derived at write time, so a fix to what they hold (newborn
+    # danger signs with jaundice and cord infection; a person's registration
+    # date) reaches stored records only through a rebuild from the records.
+    from .indicators import facts  # late, as above
+    db.execute("DELETE FROM facts")
+    facts.backfill(db)
+
+
 def current_version(db):
     return db.execute("PRAGMA user_version").fetchone()[0]
 

@@ -10,8 +10,9 @@ The lists (DOMAIN.md §1–2, TT 30/2024):
   the referral and counselling given; a follow-up is due 14 days after;
 - `danger_signs_not_referred`: PNC visits with a mother or newborn danger
   sign and ANC contacts with a danger sign, `referred_to` none; due that day;
-- `no_home_visit_day7`: births (mother alive) of the last 42 days with no
-  home visit by day 7 (7 days after discharge when known);
+- `no_home_visit_day7`: births of the last 42 days with no home visit by
+  day 7 (7 days after discharge when known); the row names the mother, or
+  her live-born babies when she died after delivery;
 - `no_home_visit_day42`: births of the last year with no home visit at all
   by day 42;
 - `anc_overdue`: ongoing pregnancies whose last `next_visit_date` has passed,
@@ -83,8 +84,15 @@ def _births_since(facts, on, days):
     for pid, (rid, area, d, f) in facts.outcomes().items():
         od = day(d)
         if (od and on - timedelta(days=days) <= od <= on
-                and f.get("type") in ("live_birth", "stillbirth") and f.get("mo") != "died"):
+                and f.get("type") in ("live_birth", "stillbirth")):
             yield pid, rid, area, od, f
+
+def _visited(facts, pid, f):
+    """Who a birth's home visits are for: the mother, or when she died after
+    delivery her live-born babies (they still need their visits)."""
+    if f.get("mo") != "died":
+        return [facts.mother(pid, None)[0] or pid]
+    return [c for c, _, status in f.get("babies") or () if c and status == "alive"]
 
 def _visits(facts, pid, od):
     return [(day(d), f) for d, _, _, f in facts.by_subject("pnc_visit").get(pid, ())
@@ -98,9 +106,8 @@ def no_home_visit_day7(facts, on):
         base = discharge if f.get("place") in FACILITY and discharge else od
         due = base + timedelta(days=7)
         if due < on and not any(vd <= due for vd, _ in visits):
-            woman = facts.mother(pid, None)[0]
-            out.append(_row(woman or pid, area, "no_home_visit_by_day7", od, (on - due).days,
-                            outcome=rid))
+            out.extend(_row(who, area, "no_home_visit_by_day7", od, (on - due).days,
+                            outcome=rid) for who in _visited(facts, pid, f))
     return out
 
 def no_home_visit_day42(facts, on):
@@ -108,9 +115,8 @@ def no_home_visit_day42(facts, on):
     for pid, rid, area, od, f in _births_since(facts, on, 365):
         due = od + timedelta(days=42)
         if due < on and not any(vd <= due for vd, _ in _visits(facts, pid, od)):
-            woman = facts.mother(pid, None)[0]
-            out.append(_row(woman or pid, area, "no_home_visit_by_day42", od,
-                            (on - due).days, outcome=rid))
+            out.extend(_row(who, area, "no_home_visit_by_day42", od, (on - due).days,
+                            outcome=rid) for who in _visited(facts, pid, f))
     return out
 
 def _ongoing(facts, on):
@@ -129,8 +135,8 @@ def anc_overdue(facts, on):
         checkups = [(d_, v) for d_, _, _, v in facts.by_subject("anc_visit").get(pid, ())
                     if v.get("ct") == "anc_checkup" and d_ and d_ <= on.isoformat()]
         reasons = []
-        nexts = [day(v.get("next")) for _, v in facts.by_subject("anc_visit").get(pid, ())
-                 if v.get("next")]
+        nexts = [day(v.get("next")) for _, _, _, v in facts.by_subject("anc_visit").get(pid, ())
+                 if day(v.get("next"))]
         if nexts and max(nexts) < on:
             reasons.append(("next_visit_date_passed", (on - max(nexts)).days))
         weeks = (on - lmp).days // 7
@@ -183,8 +189,8 @@ def deaths(facts, on):
         if f.get("dpr") == "pregnant_or_within_42d":
             add(rid, area, "pregnancy_related_death", f.get("dod"))
         dob, dod = day(f.get("dob")), day(f.get("dod"))
-        if dob and dod and (dod - dob).days <= 28:
-            add(rid, area, "newborn_death", dod)
+        if dob and dod and (dod - dob).days <= 28:   # neonatal: within 28 days of birth
+            add(rid, area, "newborn_death", f.get("dod"))   # add() reads the ISO text
     return out
 
 def hi_expiring_30d(facts, on):

@@ -10,12 +10,18 @@ request by the start of its request line (``b"POST /api/v1/sync/push"``):
 - ``cut_body``: the same, ``after`` bytes into the request's *body*: the cut
   point is the header length (found in the stream, never assumed) plus
   ``after``. ``body_cuts`` records (header length, body length, bytes of
-  the body forwarded) for each, so a test can assert the body was cut.
+  the body really forwarded, counted as written) for each, so a test can
+  assert the body was cut.
 - ``drop_response``: forward the whole request, let the server answer (so it
   has committed), then swallow the answer and hang up: the client cannot know
   whether its push landed.
 - ``cut_response``: pass only the first ``after`` bytes of the answer, then
   hang up (a download cut mid-page).
+- ``hold_response``: forward the whole request, let the server answer (so it
+  has committed), and hold the answer: nothing of it reaches the client,
+  whose connection stays open until the client goes away (killed). The
+  ``holding`` event is set once an answer is held, so a test can kill the
+  client exactly while it waits for an answer the server has already sent.
 
 Random faults (``p_cut``, ``p_drop`` with a ``seed``) apply to any request
 when no rule matches. ``max_body`` answers 413 itself to any request whose
@@ -42,6 +48,7 @@ class FaultProxy:
         self.stats = Counter()
         self.cut_answers = []  # what the client got of each cut answer
         self.body_cuts = []    # cut_body: (header length, Content-Length, body bytes sent)
+        self.holding = threading.Event()  # hold_response: an answer is being held
         self.lock = threading.Lock()
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -55,7 +62,8 @@ class FaultProxy:
 
     def add(self, mode, prefix, *, after=0, count=1):
         """Apply ``mode`` to the next ``count`` requests starting with ``prefix``."""
-        assert mode in ("cut_request", "cut_body", "drop_response", "cut_response")
+        assert mode in ("cut_request", "cut_body", "drop_response", "cut_response",
+                        "hold_response")
         with self.lock:
             self.rules.append([mode, prefix, after, count])
         return self
@@ -99,11 +107,12 @@ class FaultProxy:
         except OSError:
             client_w.close()
             return
-        state = {"drop": False, "cut_response": None}
+        state = {"drop": False, "cut_response": None, "hold": False}
 
         async def upstream():
             sent_of_request, cut_after = 0, None
             body_cut, head = None, b""   # cut_body: bytes into the body; headers so far
+            cut_index, written = None, 0  # cut_body: its body_cuts entry; bytes forwarded
             try:
                 while data := await client_r.read(65536):
                     if self.max_body is not None and self._too_large(data):
@@ -129,6 +138,9 @@ class FaultProxy:
                         elif mode == "drop_response":
                             state["drop"] = True
                             self.stats["drop_response"] += 1
+                        elif mode == "hold_response":
+                            state["hold"] = True
+                            self.stats["hold_response"] += 1
                         elif mode == "cut_response":
                             state["cut_response"] = after
                             with self.lock:
@@ -142,14 +154,18 @@ class FaultProxy:
                             up_w.write(data)
                             await up_w.drain()
                             sent_of_request += len(data)
+                            written += len(data)
                             continue
                         header_len = end + 4
                         cut_after = header_len + body_cut
                         length = self._content_length(head)
-                        self.body_cuts.append((header_len, length, min(body_cut, length)))
+                        with self.lock:
+                            cut_index = len(self.body_cuts)
+                            self.body_cuts.append((header_len, length, None))
                     if cut_after is not None:
                         room = cut_after - sent_of_request
                         up_w.write(data[:max(0, room)])
+                        written += len(data[:max(0, room)])
                         await up_w.drain()
                         sent_of_request += len(data)
                         if sent_of_request >= cut_after:
@@ -160,6 +176,9 @@ class FaultProxy:
             except (ConnectionError, OSError):
                 pass
             finally:
+                if cut_index is not None:  # what really went upstream of the body
+                    header_len, length, _ = self.body_cuts[cut_index]
+                    self.body_cuts[cut_index] = (header_len, length, written - header_len)
                 if cut_after is not None:
                     client_w.close()
                 up_w.close()
@@ -170,6 +189,11 @@ class FaultProxy:
                 while data := await up_r.read(65536):
                     if state["drop"]:
                         break  # the server has answered, so it has committed: swallow it
+                    if state["hold"]:
+                        # Answered, so committed: keep it from the client, and
+                        # the connection open, until the client hangs up.
+                        self.holding.set()
+                        continue
                     if state["cut_response"] is not None:
                         # Exactly `after` bytes of the answer, however it arrives.
                         part = data[:max(0, state["cut_response"] - sent)]

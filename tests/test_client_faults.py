@@ -87,6 +87,13 @@ def test_push_cut_mid_upload_is_retried_within_the_sync(server_process, proxy, t
     assert server_query(server_process, "SELECT COUNT(*) FROM batches")[0][0] == 1
     assert server_query(server_process, "SELECT COUNT(*) FROM audit WHERE action = 'push'"
                         )[0][0] == 1
+    # And they never reached the app: waitress waits for a whole body, so
+    # the access log (a line once each answer is sent) has the one push.
+    def pushes():
+        return [line for line in server_process.log.read_text(errors="replace").splitlines()
+                if '"POST /api/v1/sync/push"' in line]
+    wait_until(lambda: any(" 200 " in line for line in pushes()), "the push in the access log")
+    assert len(pushes()) == 1, pushes()
 
 
 def test_reply_dropped_after_commit_is_not_doubled(server_process, proxy, tmp_path):
@@ -230,28 +237,53 @@ for i in range(start, start + 1000):
 """
 
 
-def test_client_killed_at_random_points_loses_and_doubles_nothing(server_process, tmp_path):
+def test_client_killed_at_random_points_loses_and_doubles_nothing(server_process, proxy,
+                                                                  tmp_path):
+    """SIGKILL the device's process at random points of adds, edits and
+    syncs; and, every third kill, while it waits for a push answer the server
+    has sent (the proxy holds it): a batch frozen in flight, committed on the
+    server and unanswered on the device. The next run resends it and gets the
+    stored answer: nothing lost, nothing doubled."""
     data_dir = tmp_path / "killed"
-    login(data_dir, server_process.url).close()
+    login(data_dir, proxy.url).close()
     rng = random.Random(int(os.environ.get("KILL_SEED", "11")))
-    saved, start, mid_push = [], 0, 0
-    for _ in range(int(os.environ.get("KILLS", "8"))):
+    saved, start, mid_push, frozen = [], 0, 0, []
+    for n in range(int(os.environ.get("KILLS", "8"))):
+        held = n % 3 == 0
+        if held:
+            proxy.holding.clear()
+            proxy.add("hold_response", PUSH, count=1)
         proc = subprocess.Popen([sys.executable, "-c", WORKER, str(data_dir), str(start)],
                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
         # A few records saved (however slow the machine), then a kill at a
-        # random point of what follows: an add, an edit or a sync.
-        first = b"".join(proc.stdout.readline() for _ in range(rng.randint(2, 6)))
-        time.sleep(rng.uniform(0.0, 1.0))
+        # random point of what follows: an add, an edit or a sync; or, when
+        # held, once the server's answer to its first push is held.
+        first = b"".join(proc.stdout.readline() for _ in range(1 if held else rng.randint(2, 6)))
+        if held:
+            wait_until(proxy.holding.is_set, "a push answer held", 120)
+        else:
+            time.sleep(rng.uniform(0.0, 1.0))
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
         saved += (first + out).decode().split()
         start += 1000
         probe = Store(data_dir / "device.db")
-        mid_push += probe.pending_batch() is not None
+        pending = probe.pending_batch()
         probe.close()
+        mid_push += pending is not None
+        if held:
+            # Frozen in flight: the device still holds the batch the server
+            # committed (it answered) under the same id.
+            assert pending is not None, f"kill {n}: the held push left no frozen batch"
+            assert server_query(server_process, "SELECT COUNT(*) FROM batches WHERE "
+                                "batch_id = ?", pending[0])[0][0] == 1
+            frozen.append(pending[0])
+        proxy.rules.clear()
     assert len(saved) > 10
-    print(f"{len(saved)} records saved, {mid_push} kills left a batch unanswered")
+    print(f"{len(saved)} records saved, {mid_push} kills left a batch unanswered, "
+          f"{len(frozen)} of them held")
+    assert len(frozen) >= 1 and mid_push >= len(frozen)
     store = Store(data_dir / "device.db")
     assert store.integrity_check() == "ok"
     store.close()
@@ -262,6 +294,17 @@ def test_client_killed_at_random_points_loses_and_doubles_nothing(server_process
     assert local == server  # exactly the same records and values on both sides
     assert d.status()["pending"] == 0
     assert server_query(server_process, "SELECT COUNT(*) FROM conflicts")[0][0] == 0
+    # The replay rules: each batch applied once (one push audit entry per
+    # stored batch, the frozen ones included), and the sequence counter
+    # never moved past the largest stored seq (no write made and lost).
+    pushes = [json.loads(details)["batch_id"] for (details,) in server_query(
+        server_process, "SELECT details FROM audit WHERE action = 'push'")]
+    batches = [b for (b,) in server_query(server_process, "SELECT batch_id FROM batches")]
+    assert sorted(pushes) == sorted(batches) and len(set(pushes)) == len(pushes)
+    assert set(frozen) <= set(batches)
+    assert server_query(server_process, "SELECT CAST(value AS INTEGER) FROM meta WHERE "
+                        "key = 'seq'") == server_query(server_process,
+                                                        "SELECT MAX(seq) FROM records")
 
 
 # -- device clocks ---------------------------------------------------------------------

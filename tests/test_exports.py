@@ -109,14 +109,15 @@ def test_csv_reads_back_exactly_with_vietnamese_text_and_bom(lay):
     assert first["danger_signs"] == "bleeding;fever"
     assert first["gps"] == "21.25 107.5 5"
     assert first["baby"] == "2" and first["ga_weeks"] == "39" and first["nutrition_class"] == ""
-    assert first["breastfed"] == "true" and first["flags"] == "invalid_merge"
+    assert first["breastfed"] == "yes" and first["flags"] == "invalid_merge"
     assert first["warnings"] == "weight_kg: Low weight. | baby[1].birth_weight_g: LBW."
-    assert first["reported_at"] == "2025-03-01T10:30:00+07:00"
+    assert first["reported_at"] == "2025-03-01T03:30:00Z"        # UTC, labelled
+    assert first["created_at"] == "2025-03-01T03:00:00.000Z"
     second = dict(zip(HEADER, rows[2]))
     assert second["mother_name"] == "Triệu Thị Mai"
     assert second["weight_kg"] == "-3.5"          # a number: never escaped
     assert second["danger_signs"] == "" and second["gps"] == "" and second["old_only"] == "x"
-    assert second["breastfed"] == "false" and second["flags"] == "" and second["warnings"] == ""
+    assert second["breastfed"] == "no" and second["flags"] == "" and second["warnings"] == ""
     assert len(rows) == 3
 
 
@@ -180,10 +181,13 @@ def test_xlsx_has_typed_cells_and_child_sheets(tmp_path, lay):
     first = dict(zip(HEADER, rows[1]))
     assert first["outcome_date"] == datetime(2025, 3, 1)      # a real date cell
     assert first["outcome_time"] == time(10, 30)
-    assert first["reported_at"] == datetime(2025, 3, 1, 10, 30)  # in Asia/Ho_Chi_Minh
-    assert first["updated_at"] == datetime(2025, 3, 2, 11, 5, 6, 789000)
+    assert first["reported_at"] == datetime(2025, 3, 1, 3, 30)   # in UTC, as CSV
+    assert first["updated_at"] == datetime(2025, 3, 2, 4, 5, 6, 789000)
+    sheet = book["pregnancy_outcome"]
+    for name in ("reported_at", "created_at", "updated_at"):   # every moment says UTC
+        assert sheet.cell(row=2, column=HEADER.index(name) + 1).number_format.endswith('"UTC"')
     assert first["weight_kg"] == 52.5 and first["n_babies"] == 2 and first["ga_weeks"] == 39
-    assert first["breastfed"] is True and first["mother_name"] == "Nguyễn Thị Hoa"
+    assert first["breastfed"] == "yes" and first["mother_name"] == "Nguyễn Thị Hoa"
     assert first["danger_signs"] == "bleeding;fever" and first["baby"] == 2
     second = dict(zip(HEADER, rows[2]))
     assert second["weight_kg"] == -3.5

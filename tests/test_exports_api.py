@@ -299,7 +299,7 @@ def test_filters_since_until_version_deleted_and_repeat(api, world):
     _, headers, data = export(api, world["sup"], "household.csv")
     assert len(csv_rows(data)) == 2
     rows = csv_rows(export(api, world["sup"], "household.csv", include_deleted="1")[2])
-    assert {r["id"]: r["deleted"] for r in rows}[world["ids"]["dao"]] == "true"
+    assert {r["id"]: r["deleted"] for r in rows}[world["ids"]["dao"]] == "yes"
     assert len(rows) == 3
     # "Everything since my last export": the deletion only.
     since = export(api, world["sup"], "household.csv", since=next_since, include_deleted="1")

@@ -89,6 +89,10 @@ def test_installed_wheel_loads_every_bundled_form(tmp_path):
         cwd=elsewhere)
     page = run([python, "-c", CONSOLE_SNIPPET], cwd=elsewhere)
     assert "Đăng nhập bảng điều khiển giám sát" in page and "css ok" in page
+    # The fieldsync command's compiled catalog ships as well (issue 17).
+    said = run([python, "-c", "from client_sync.cli import main; main()", "--data-dir", "d",
+                "--lang", "vi", "lock"], cwd=elsewhere)
+    assert said.startswith("Đã khóa"), said
 
 
 def test_the_build_backend_is_pinned_and_is_the_one_installed_here():

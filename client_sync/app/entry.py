@@ -115,10 +115,59 @@ def flatten(tree, prefix=""):
     return out
 
 
-def is_danger(message_en):
-    """A warning that asks for a referral or names a danger sign: shown first, in red."""
-    text = message_en.casefold()
-    return any(w in text for w in ("refer", "danger", "severe acute malnutrition"))
+#: The soft checks that are danger signs (a referral today), by form and by
+#: the check's message id: its English message, the key the form's
+#: translations are looked up by. Kept here, not as a marker in the form
+#: definitions: a published version is immutable (server/catalog.py compares
+#: the SHA-256 of its canonical JSON) and servers in the field have published
+#: v2, so a marker added to v2 would make their `init` refuse. Exact ids, not
+#: words in the text: "refer" or "danger" appear in warnings that are not
+#: danger signs, and a reworded message must be classified again.
+#: tests/test_app_danger.py checks that every warning check of every bundled
+#: form version is classified here or in NOT_DANGER_SIGNS.
+DANGER_SIGNS = {
+    "anc_visit": {
+        "Blood pressure 140/90 or higher: high blood pressure, a danger sign; check again "
+        "and refer.",
+        "A positive HIV, syphilis or hepatitis B test: refer her for care to prevent "
+        "transmission to the baby."},
+    "pnc_visit": {
+        "Blood pressure 140/90 or higher: high blood pressure, a danger sign; check again "
+        "and refer.",
+        "Mother's temperature 38.0 °C or higher: fever, a danger sign.",
+        "The mother has a danger sign: refer her."},
+    "nutrition_counselling": {
+        "Not breastfed and nothing else yesterday: the child had nothing to eat or drink. "
+        "Check the answers; a child who is not feeding is a danger sign: refer."},
+}
+
+#: Warning checks that are not danger signs (data to check, a risk to note,
+#: a follow-up), by form and by the start of their message id: the test's
+#: proof that each one was looked at.
+NOT_DANGER_SIGNS = {
+    "anc_visit": {"Height under 145 cm: a risk factor for delivery."},
+    "cp_report": {"Early marriage, but neither party", "A party is under the legal age",
+                  "Second cousins are beyond three generations"},
+    "growth": {"Children 2 years and older are usually measured standing",
+               "Children under 2 years are usually measured lying", "MUAC 115–124 mm",
+               "Weight-for-height between −3 and −2 SD", "A child with acute malnutrition"},
+    "household": {"The location is outside Quảng Ninh province"},
+    "nutrition_counselling": {"Breastfed yesterday, but breast milk",
+                              "Not breastfed yesterday, but breast milk"},
+    "pnc_visit": {"TT 30/2024: "},
+    "pregnancy": {"She is under 18: consider", "She is under 18 at registration",
+                  "'Age under 18' is ticked", "She is over 35 at registration",
+                  "'Age over 35' is ticked", "A consanguineous union",
+                  "With the LMP as its source"},
+    "pregnancy_outcome": {"A live birth or stillbirth is usually at 22 weeks",
+                          "Low birth weight (under 2500 g)"},
+}
+
+
+def is_danger(form_id, message_en):
+    """A warning of `form_id` that is a danger sign (DANGER_SIGNS): shown
+    first, in red, with what to do (refer)."""
+    return str(message_en) in DANGER_SIGNS.get(form_id, ())
 
 
 def check(form, data, lang):
@@ -140,7 +189,8 @@ def check(form, data, lang):
     return {"data": data, "relevant": relevant,
             "errors": flatten(form.localize(result.errors, lang)),
             "warnings": flatten(form.localize(result.warnings, lang)),
-            "danger": sorted(p for p, ms in english.items() if any(is_danger(m) for m in ms)),
+            "danger": sorted(p for p, ms in english.items()
+                             if any(is_danger(form.id, m) for m in ms)),
             "computed": {k: v for k, v in computed.items() if not isinstance(v, (list, dict))}}
 
 

@@ -42,6 +42,7 @@ from pathlib import Path
 from schemas.clock import Clock
 
 from ..errors import FieldsyncError
+from ..i18n import N_
 from .layout import StoreTooNew, migrate
 
 try:  # SQLCipher: only needed for an encrypted data folder
@@ -57,8 +58,9 @@ _BENIGN = (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceEr
     (sqlcipher.IntegrityError, sqlcipher.ProgrammingError, sqlcipher.InterfaceError)
     if sqlcipher else ())
 
-DAMAGED_MESSAGE = ("The device database is damaged ({detail}); run `fieldsync doctor`; "
-                   "nothing was changed.")
+# Translated where it is shown (the command line: client_sync/i18n.py).
+DAMAGED_MESSAGE = N_("The device database is damaged ({detail}); run `fieldsync doctor`; "
+                     "nothing was changed.")
 
 
 class StoreDamaged(FieldsyncError):

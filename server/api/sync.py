@@ -14,7 +14,7 @@ from schemas import wire
 from schemas.forms import best_language
 from schemas.merge import CLOCK_MODES
 
-from .. import auth, clock, cursor, rejections, storage
+from .. import auth, clock, cursor, rejections, storage, testkill
 from ..body import read_json
 from ..catalog import Catalog
 from ..db import get_db, read_snapshot, write_transaction
@@ -270,6 +270,8 @@ def push():
                               "batch was stored. Send it again shortly.",
                               cfg["RETRY_AFTER_SECONDS"]) from None
         raise
+    if testkill.ARMED is not None:  # tests only (docs/internals.md): committed, unanswered
+        testkill.reached("push-committed", f"batch_id={batch_id}")
     # Only now, after COMMIT, is the batch acknowledged.
     return _push_answer(db, answer, named)
 

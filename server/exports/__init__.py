@@ -44,8 +44,8 @@ exports; exports.open_export(...)`):
 `fieldsync-server export` is in server/cli.py, with the other commands; this
 package knows nothing of click or Flask.
 """
-from .cells import (FORMULA_TRIGGERS, MULTI_SEPARATOR, TextTooLong, XlsxCells, csv_cell,
-                    neutralise)
+from .cells import (FORMULA_TRIGGERS, MULTI_SEPARATOR, UTC_FORMAT, YES_NO, TextTooLong,
+                    XlsxCells, csv_cell, neutralise)
 from .columns import (LEADING, TRAILING, Column, Layout, RepeatLayout, Tally, layout,
                       repeat_rows, row_values)
 from .job import (ALL_FORMATS, CONTENT_TYPES, FORMATS, Export, ExportDenied, ExportNotFound,
@@ -61,6 +61,7 @@ __all__ = [
     "repeat_rows", "Tally",
     # cells
     "MULTI_SEPARATOR", "FORMULA_TRIGGERS", "neutralise", "csv_cell", "XlsxCells", "TextTooLong",
+    "YES_NO", "UTC_FORMAT",
     # writers and xlsx
     "csv_chunks", "jsonl_record", "jsonl_chunks", "zip_chunks", "sheet_name", "XlsxWriter",
     "write_xlsx", "write_xlsx_interleaved", "file_chunks",

@@ -1,7 +1,13 @@
 """One cell's value as CSV text or as a typed XLSX cell, with the
-formula-injection guard (see FORMULA_TRIGGERS) applied to both."""
+formula-injection guard (see FORMULA_TRIGGERS) applied to both.
+
+One convention in both formats (issue 17): a yes/no value is the word
+``yes`` or ``no`` (YES_NO), and a moment (a datetime field, ``created_at``,
+``updated_at``) is in UTC and says so: ``2025-03-01T03:30:00Z`` in CSV, a
+date cell shown as ``2025-03-01 03:30:00 UTC`` in XLSX. A datetime stored
+without an offset cannot be put in UTC: both keep its text as stored."""
 import json
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timezone
 
 #: Joins the values of a multi_choice field (and the flags) in CSV and XLSX.
 #: Choice values are identifiers, which never contain it.
@@ -11,6 +17,13 @@ MULTI_SEPARATOR = ";"
 #: spreadsheet (OWASP "CSV injection"); `'` is included so that the escape
 #: can always be undone by stripping one leading `'`.
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "'")
+
+#: The words of a boolean, the same in CSV and XLSX (a boolean field's
+#: answers are written as the choice fields' own "yes"/"no" values).
+YES_NO = {True: "yes", False: "no"}
+
+#: XLSX's display of a moment: UTC, labelled in every cell.
+UTC_FORMAT = 'yyyy-mm-dd hh:mm:ss "UTC"'
 
 _XLSX_MAX_TEXT = 32767
 _EXCEL_MAX_INT = 2 ** 53
@@ -32,7 +45,7 @@ def _geopoint_text(value):
 
 def _number_text(value):
     if isinstance(value, bool):
-        return "true" if value else "false"
+        return YES_NO[value]
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
         # 52.0 is how JSON gives back a decimal typed "52"; keep it a number
         # a spreadsheet reads as 52.
@@ -67,10 +80,35 @@ def csv_cell(value, column):
     if value is None:
         return ""
     if isinstance(value, bool):
-        return "true" if value else "false"
+        return YES_NO[value]
     if isinstance(value, (int, float)):
         return _number_text(value)
+    if isinstance(value, str) and column.type == "datetime" and not value.endswith("Z"):
+        moment = utc_moment(value)            # "…Z" is already UTC, labelled: as stored
+        if moment is not None:
+            return utc_text(moment)
     return neutralise(str(value))
+
+
+def utc_moment(text):
+    """An ISO 8601 time with an offset (or ``Z``) as a naive UTC datetime;
+    None when it has no offset or is not a time."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    return moment.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def utc_text(moment):
+    """A naive UTC datetime as ISO 8601 with ``Z``: milliseconds when it has
+    any (``created_at`` does), else seconds."""
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    if moment.microsecond:
+        text += f".{moment.microsecond // 1000:03d}"
+    return text + "Z"
 
 
 def _parse_date(text):
@@ -81,11 +119,11 @@ def _parse_time(text):
     return time.fromisoformat(text)
 
 
-def _parse_datetime(text, tz):
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        return moment                      # already a wall time; keep it
-    return moment.astimezone(tz).replace(tzinfo=None)
+def _parse_datetime(text):
+    moment = utc_moment(text)
+    if moment is None:
+        raise ValueError(f"not a time with an offset: {text!r}")  # kept as text
+    return moment
 
 
 class TextTooLong(ValueError):
@@ -95,11 +133,11 @@ class TextTooLong(ValueError):
 class XlsxCells:
     """Writes typed cells into xlsxwriter worksheets with shared formats."""
 
-    def __init__(self, workbook, tz):
-        self.tz = tz
+    def __init__(self, workbook, tz=None):
+        self.tz = tz    # the deployment's zone; moments are written in UTC (issue 17)
         self.date = workbook.add_format({"num_format": "yyyy-mm-dd"})
         self.time = workbook.add_format({"num_format": "hh:mm:ss"})
-        self.datetime = workbook.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"})
+        self.datetime = workbook.add_format({"num_format": UTC_FORMAT})
         self.quoted = workbook.add_format({"quote_prefix": True})
         self.header = workbook.add_format({"bold": True})
 
@@ -109,7 +147,7 @@ class XlsxCells:
         if value is None:
             return
         if isinstance(value, bool):
-            sheet.write_boolean(row, col, value)
+            sheet.write_string(row, col, YES_NO[value])
         elif isinstance(value, int) and abs(value) < _EXCEL_MAX_INT:
             sheet.write_number(row, col, value)
         elif isinstance(value, float):
@@ -128,7 +166,7 @@ class XlsxCells:
         elif kind == "time":
             sheet.write_datetime(row, col, _parse_time(text), self.time)
         else:
-            sheet.write_datetime(row, col, _parse_datetime(text, self.tz), self.datetime)
+            sheet.write_datetime(row, col, _parse_datetime(text), self.datetime)
 
     def _write_text(self, sheet, row, col, text):
         if len(text) > _XLSX_MAX_TEXT:

@@ -20,7 +20,7 @@ Rules (DOMAIN §2 and its notes):
   `sex` of the child where DOMAIN says, `area` one level below the scope.
 """
 from collections import defaultdict
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 
 import orjson
 
@@ -254,6 +254,23 @@ def births(facts, start, end):
             "pregnancy_related_deaths": deaths}
 
 
+def _clock(text):
+    try:
+        return time.fromisoformat(text) if text else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _within_48h(on, birth_time, visit_day, visit_time):
+    """A visit within 2 days (≤ 48 h) of the birth: by the hours when both
+    times are known, else by the day (day 0, 1 or 2 after the birth)."""
+    b, v = _clock(birth_time), _clock(visit_time)
+    if b is not None and v is not None:
+        hours = datetime.combine(visit_day, v) - datetime.combine(on, b)
+        return timedelta(0) <= hours <= timedelta(hours=48)
+    return 0 <= (visit_day - on).days <= 2
+
+
 def postnatal(facts, start, end):
     h48, tt30, d42 = Tally(), Tally(), Tally()
     visits_of = facts.by_subject("pnc_visit")
@@ -266,17 +283,27 @@ def postnatal(facts, start, end):
             vd = day(d)
             if vd is not None:
                 visits.append(((vd - on).days, vd, v))
-        h48.add(checked or any(0 <= dp <= 2 for dp, _, _ in visits), groups)
+        early = [v for _, vd, v in visits if _within_48h(on, f.get("time"), vd, v.get("time"))]
+        h48.add(checked or bool(early), {**groups, "subject": "mother"})
+        # The newborn version (DOMAIN §2.5a): each live-born baby, checked
+        # before discharge or seen at a visit within 48 h that records it.
+        seen = {b[0] for v in early for b in v.get("babies") or ()}
+        for child, _, status in f.get("babies") or ():
+            if f.get("type") == "live_birth" and status in LIVE:
+                h48.add(checked or (child in seen if child else bool(seen)),
+                        {"subject": "newborn"}, counted=False)
         d42.add(checked or any(0 <= dp <= 42 and v.get("role") == "CHS_staff"
                                for dp, _, v in visits), groups)
-        if f.get("mo") == "died":
-            continue
+        # Denominator: births of P, mother alive at delivery. A live birth or a
+        # stillbirth was delivered, so the mother was alive then even when she
+        # died after it (died_undelivered is its own outcome type): her newborn
+        # still needs its visits, so the birth stays in.
         if facility:
             discharge = next((day(v["dis"]) for _, _, v in visits if v.get("dis")), None)
             ok = any((vd - discharge).days <= 7 if discharge else dp <= 7
                      for dp, vd, _ in visits if dp >= 0)
         else:
-            firsts = sorted(vd for dp, vd, _ in visits if dp >= 0)
+            firsts = sorted({vd for dp, vd, _ in visits if dp >= 0})   # one visit per date
             ok = (len(firsts) >= 2 and (firsts[0] - on).days <= 1
                   and (firsts[1] - firsts[0]).days <= 7)
         tt30.add(ok, groups)
@@ -390,6 +417,9 @@ def status(facts, start, end):
         dob = day(f.get("dob"))
         if dob is None or dob > ref or f.get("vs") == "moved_out":
             continue
+        reg = day(f.get("reg"))
+        if reg is not None and reg > ref:
+            continue   # registered after the reference date: not yet in the population
         dod = day(f.get("dod"))
         if f.get("vs") == "died" and (dod is None or dod <= ref):
             continue
@@ -431,8 +461,12 @@ def sessions(facts, start, end):
     t = Tally(count_only=True)
     attendees = caregivers = 0
     s, e = start.isoformat(), end.isoformat()
+    held = set()
     for rid, area, club, d, f in facts.rows("group_session"):
-        if d and s <= d <= e:
+        # One session per club and date: two devices may each have recorded it
+        # (rows come by record id, so the smallest id's figures are kept).
+        if d and s <= d <= e and (club or rid, d) not in held:
+            held.add((club or rid, d))
             t.add(True, {"group_type": f.get("type") or "unknown", "area": facts.sub_area(area)})
             attendees += f.get("n") or 0
             caregivers += f.get("cg") or 0

@@ -26,7 +26,9 @@ import orjson
 FORMS = ("person", "pregnancy", "anc_visit", "pregnancy_outcome", "pnc_visit", "growth",
          "nutrition_counselling", "cp_report", "group_session", "club")
 
-_NEWBORN_DANGER = {"convulsions", "chest_indrawing", "not_feeding", "no_movement"}
+#: Newborn danger signs of F6 (DOMAIN §1.6), besides temperature and breathing.
+_NEWBORN_DANGER = {"convulsions", "chest_indrawing", "not_feeding", "no_movement",
+                   "jaundice_palms_soles", "cord_pus_redness"}
 
 
 def _signs(values):
@@ -47,7 +49,7 @@ def _person(v, c):
         "vs": v.get("vital_status"), "dod": v.get("date_of_death"),
         "dpr": v.get("death_pregnancy_related"), "hi": v.get("hi_has_card"),
         "hif": v.get("hi_valid_from"), "hit": v.get("hi_valid_to"),
-        "hio": v.get("hi_object_code")}
+        "hio": v.get("hi_object_code"), "reg": v.get("recorded_on")}
 
 
 def _pregnancy(v, c):
@@ -67,7 +69,8 @@ def _anc(v, c):
 def _outcome(v, c):
     babies = [[b.get("child_id"), b.get("sex"), b.get("status")] for b in v.get("baby") or ()]
     return v.get("pregnancy_id"), v.get("outcome_date"), {
-        "type": v.get("outcome_type"), "place": v.get("place"), "att": v.get("attendant"),
+        "type": v.get("outcome_type"), "time": v.get("outcome_time"),
+        "place": v.get("place"), "att": v.get("attendant"),
         "cbd": v.get("checked_before_discharge"), "mo": v.get("mother_outcome"),
         "mdd": v.get("mother_death_date"), "babies": babies}
 
@@ -78,7 +81,7 @@ def _pnc(v, c):
         babies.append([b.get("child_id"), b.get("status"), _newborn_danger(b),
                        (bc or {}).get("exclusive_bf")])
     return v.get("pregnancy_id"), v.get("visit_date"), {
-        "dp": c.get("day_postpartum"), "od": v.get("outcome_date"),
+        "dp": c.get("day_postpartum"), "od": v.get("outcome_date"), "time": v.get("visit_time"),
         "dis": v.get("discharge_date"), "role": v.get("visitor_role"),
         "ms": v.get("mother_status"), "mdd": v.get("mother_death_date"),
         "mdanger": _signs(v.get("mother_danger_signs")), "ref": v.get("referred_to"),
