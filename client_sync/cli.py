@@ -111,35 +111,39 @@ def login(ctx, server, username, unencrypted):
     """Log in (password from a prompt, or one line of standard input).
 
     A new data folder is encrypted with a passphrase asked here (or
-    FIELDSYNC_PASSPHRASE) unless --unencrypted."""
+    FIELDSYNC_PASSPHRASE, or without a terminal the second line of standard
+    input) unless --unencrypted."""
+    piped = None
     if sys.stdin.isatty():
         password = click.prompt(_("Password"), hide_input=True)
     else:
         password = sys.stdin.readline().rstrip("\r\n")
+        piped = sys.stdin.readline().rstrip("\r\n") or None
     if not password:
         raise click.ClickException(_("No password given."))
-    client, plain_warning = _login_client(ctx, unencrypted)
+    client, plain_warning = _login_client(ctx, unencrypted, piped)
     user = client.login(server, username, password)
     areas = ", ".join(user.get("areas") or []) or _("none")
     click.echo(_("Logged in as {user} ({role}; areas {areas}) on device {device}.").format(
         user=user["username"], role=user.get("role"), areas=areas, device=client.device_id))
     if plain_warning:
         click.echo(_("Warning: this device's data is not encrypted (no terminal to ask a "
-                     "passphrase): run `fieldsync encrypt`, or set FIELDSYNC_PASSPHRASE."),
-                   err=True)
+                     "passphrase): run `fieldsync encrypt`, set FIELDSYNC_PASSPHRASE, or give "
+                     "the passphrase as a second line after the password."), err=True)
 
 
-def _login_client(ctx, unencrypted):
+def _login_client(ctx, unencrypted, piped=None):
     """The client for a login, and whether to warn that a new folder stays plain.
 
     A new data folder is encrypted with a passphrase typed here (or
-    FIELDSYNC_PASSPHRASE); with neither (no terminal) it stays plain, and
-    the login says so once it succeeded."""
+    FIELDSYNC_PASSPHRASE, or `piped`: the second line of a standard input
+    that is not a terminal); with none of them it stays plain, and the
+    login says so once it succeeded."""
     folder = settings.data_dir(ctx.obj["data_dir"])
     new = not (folder / settings.DB_NAME).exists() and not keys.is_encrypted(folder)
     if not new or unencrypted:
         return _client(ctx, encrypt=False if unencrypted else None), False
-    passphrase = _new_passphrase()
+    passphrase = _new_passphrase(piped)
     if passphrase is None:
         return _client(ctx), True
     client = _client(ctx, passphrase=passphrase)

@@ -48,12 +48,16 @@ def _warn(lines, record_id=None):
                        id=record_id[:8]) if record_id else ""), err=True)
 
 
-def _new_passphrase():
-    """A new passphrase: typed twice in a terminal, else FIELDSYNC_PASSPHRASE."""
+def _new_passphrase(piped=None):
+    """A new passphrase: FIELDSYNC_PASSPHRASE, else typed twice in a terminal,
+    else `piped` (a line of standard input that is not a terminal), else None."""
     if os.environ.get("FIELDSYNC_PASSPHRASE"):
         return os.environ["FIELDSYNC_PASSPHRASE"]
     if not sys.stdin.isatty():
-        return None
+        if piped is not None and len(piped) < 8:
+            raise click.ClickException(_("The passphrase needs at least 8 characters; "
+                                         "nothing was changed."))
+        return piped
     click.echo(_("Choose a passphrase for this device's data. You type it once per working "
                  "day; if it is lost, only records not yet synced are lost."), err=True)
     passphrase = click.prompt(_("New passphrase"), hide_input=True,

@@ -21,6 +21,8 @@ DEFAULTS = {
     "LOGIN_WINDOW_SECONDS": 900,
     "LOGIN_MAX_FAILURES_PER_USER": 5,
     "LOGIN_MAX_FAILURES_PER_ADDRESS": 20,
+    "LOGIN_CONCURRENCY": 2,              # password checks at once per worker (64 MiB each)
+    "LOGIN_WAIT_SECONDS": 0.2,           # wait for a free check, then 503 + Retry-After
     "PROXY_COUNT": 0,                    # reverse proxies in front (X-Forwarded-For)
     # `serve` (server/wsgi.py), per worker process:
     "SERVER_THREADS": 4,                 # requests run at once (bodies already received)

@@ -5,11 +5,13 @@ SHA-256, so a copy of the database lets nobody sign in. A token belongs to one
 device and expires after `TOKEN_LIFETIME_DAYS`; logout revokes it, and
 disabling a user or changing their password revokes all of theirs.
 """
+import contextlib
 import functools
 import hashlib
 import json
 import re
 import secrets
+import threading
 import time
 from datetime import timedelta
 
@@ -19,7 +21,7 @@ from flask import current_app, g, request
 
 from . import clock
 from .db import write_transaction
-from .errors import ApiError
+from .errors import ApiError, Unavailable
 from .scope import ROLES
 
 # argon2-cffi's defaults are argon2id with RFC 9106's low-memory profile
@@ -220,30 +222,74 @@ def _reserve_attempt(db, username, address):
     passwords were checked 11 times for a limit of 5). A success takes its
     rows back (`_release_attempt`). :returns: the rowids it inserted.
     """
-    cfg = current_app.config
     now = time.time()
-    since = now - cfg["LOGIN_WINDOW_SECONDS"]
-    limits = [cfg["LOGIN_MAX_FAILURES_PER_USER"], cfg["LOGIN_MAX_FAILURES_PER_ADDRESS"]]
     keys = _failure_keys(username, address)
     with write_transaction(db):
-        db.execute("DELETE FROM login_failures WHERE at < ?", [since])
-        for key, limit in zip(keys, limits):
-            count = db.execute("SELECT count(*) FROM login_failures WHERE key = ? AND at > ?",
-                               [key, since]).fetchone()[0]
-            if count >= limit:
-                retry = int(cfg["LOGIN_WINDOW_SECONDS"])
-                raise ApiError("too_many_attempts",
-                               "Too many failed sign-ins; wait a few minutes and try again.",
-                               429, details={"retry_after": retry},
-                               headers={"Retry-After": str(retry)})
+        db.execute("DELETE FROM login_failures WHERE at < ?",
+                   [now - current_app.config["LOGIN_WINDOW_SECONDS"]])
+        _refuse_if_limited(db, username, address, now)
         return [db.execute("INSERT INTO login_failures (key, at) VALUES (?, ?)",
                            [key, now]).lastrowid for key in keys]
+
+
+def _refuse_if_limited(db, username, address, now):
+    """429 `too_many_attempts` if the user or the address reached its limit."""
+    cfg = current_app.config
+    since = now - cfg["LOGIN_WINDOW_SECONDS"]
+    limits = [cfg["LOGIN_MAX_FAILURES_PER_USER"], cfg["LOGIN_MAX_FAILURES_PER_ADDRESS"]]
+    for key, limit in zip(_failure_keys(username, address), limits):
+        count = db.execute("SELECT count(*) FROM login_failures WHERE key = ? AND at > ?",
+                           [key, since]).fetchone()[0]
+        if count >= limit:
+            retry = int(cfg["LOGIN_WINDOW_SECONDS"])
+            raise ApiError("too_many_attempts",
+                           "Too many failed sign-ins; wait a few minutes and try again.",
+                           429, details={"retry_after": retry},
+                           headers={"Retry-After": str(retry)})
 
 
 def _invalid_credentials():
     # The one answer for an unknown user, a wrong password and a disabled
     # account: a disabled account's answer must not confirm its password.
     return ApiError("invalid_credentials", "Wrong username or password.", 401)
+
+
+_SLOTS_LOCK = threading.Lock()
+
+
+def login_slots(app):
+    """`app`'s semaphore of `LOGIN_CONCURRENCY` password-check slots (one per
+    worker process: each builds its app after the fork)."""
+    slots = app.extensions.get("fieldsync_login_slots")
+    if slots is None:
+        with _SLOTS_LOCK:
+            slots = app.extensions.setdefault("fieldsync_login_slots", threading.BoundedSemaphore(
+                max(1, int(app.config["LOGIN_CONCURRENCY"]))))
+    return slots
+
+
+@contextlib.contextmanager
+def password_check_slot():
+    """Hold one of this worker's `LOGIN_CONCURRENCY` password-check slots.
+
+    A password check is argon2id: 64 MiB and ~0.1 s of CPU. Two hundred
+    devices signing in at once would otherwise put every task thread of
+    every worker into one, and a pull or push behind them would wait until
+    its client gave up (issue 14, the login storm). A sign-in waits at most
+    `LOGIN_WAIT_SECONDS` for a slot, then gets 503 `unavailable` with the
+    `RETRY_AFTER_SECONDS` setting as `Retry-After` (the device library
+    retries it); nothing is stored or counted for it, so it never brings a
+    user nearer their lock-out.
+    """
+    slots = login_slots(current_app)
+    wait = float(current_app.config["LOGIN_WAIT_SECONDS"])
+    if not (slots.acquire(timeout=wait) if wait > 0 else slots.acquire(blocking=False)):
+        raise Unavailable("The server is busy checking other sign-ins; nothing was changed. "
+                          "Try again in a few seconds.")
+    try:
+        yield
+    finally:
+        slots.release()
 
 
 def check_credentials(db, username, password, address):
@@ -253,8 +299,17 @@ def check_credentials(db, username, password, address):
     failures against the same limits (429 `too_many_attempts`). The attempt
     is counted before the password is checked (`_reserve_attempt`) and taken
     back on success; an unknown user, a wrong password and a disabled
-    account get the same answer.
+    account get the same answer. A user or address already at its limit is
+    refused (429) at once, by a read; the rest runs in a password-check slot
+    (`password_check_slot`), and a sign-in refused for want of one (503) has
+    counted nothing.
     """
+    _refuse_if_limited(db, username, address, time.time())
+    with password_check_slot():
+        return _check_credentials(db, username, password, address)
+
+
+def _check_credentials(db, username, password, address):
     attempt = _reserve_attempt(db, username, address)
     user_rows = list(db.query("SELECT * FROM users WHERE username = ?", [username]))
     if user_rows:

@@ -174,7 +174,9 @@ def _paths(limits):
                               "admin releases it."),
                 "413": _error("Body too large."),
                 "415": _error("Unsupported Content-Encoding."),
-                "429": _error("Too many failed sign-ins; see Retry-After.")}}},
+                "429": _error("Too many failed sign-ins; see Retry-After."),
+                "503": _error("unavailable: the server's password checks are all busy (or "
+                              "its database is); nothing was counted; see Retry-After.")}}},
         "/api/v1/auth/logout": {"post": {
             "summary": "Revoke this token.", "operationId": "logout", "security": bearer,
             "responses": {"200": {"description": "Revoked", "content": _json({

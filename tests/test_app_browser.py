@@ -56,7 +56,13 @@ def device(data_dir):
 
 
 @pytest.fixture
-def home(tmp_path):
+def home(tmp_path, monkeypatch):
+    # The session key of an encrypted folder goes to a private runtime
+    # folder of the test's own, never the machine's.
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
+    monkeypatch.delenv("FIELDSYNC_PASSPHRASE", raising=False)
     return tmp_path / "device"
 
 
@@ -130,6 +136,9 @@ def test_health_worker_signs_in_and_adds_a_household_and_a_member_without_an_id(
     page.fill("input[name=server]", site.url)
     page.fill("input[name=username]", HW["username"])
     page.fill("input[name=password]", HW["password"])
+    # A new device's data is encrypted with a passphrase chosen here.
+    page.fill("input[name=passphrase]", "mây trắng bay 2026")
+    page.fill("input[name=passphrase2]", "mây trắng bay 2026")
     page.screenshot(path=shots / "app-sign-in.png")
     submit(page, "button.primary")
     assert page.locator("h1").inner_text() == "Hộ gia đình"

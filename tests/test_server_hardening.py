@@ -27,8 +27,11 @@ def test_parallel_wrong_passwords_are_counted_atomically(server_process):
         answers = list(pool.map(lambda i: _sign_in(server_process.url, "hw", "wrong-pass-x"),
                                 range(60)))
     statuses = sorted(a.status_code for a in answers)
-    # Exactly LOGIN_MAX_FAILURES_PER_USER passwords checked, the rest refused unread.
-    assert statuses.count(401) == 5 and statuses.count(429) == 55, statuses
+    # Exactly LOGIN_MAX_FAILURES_PER_USER passwords checked, the rest refused
+    # unread: 429, or 503 when the worker's password checks were all busy
+    # (tests/test_login_storm.py), which counts nothing.
+    assert statuses.count(401) == 5 and set(statuses) <= {401, 429, 503}, statuses
+    assert statuses.count(429) > 0
     assert _sign_in(server_process.url, "hw").status_code == 429  # even the right one
 
 

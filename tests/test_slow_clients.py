@@ -4,10 +4,12 @@
 unauthenticated connections trickle a request body a byte at a time and 12
 devices upload real pushes a few bytes at a time, as over a bad 2G link.
 Meanwhile an ordinary device signs in, pushes 500 records and pulls; each of
-its requests must be answered (the issue's target is 2 s; the bound asserted
-here is a generous 10 s liveness timeout, and the measured times are printed).
-Then the 12 slow uploads finish, and each of their records is on the server
-exactly once.
+its requests must be answered within the issue's 2 s (TARGET_S; the requests
+themselves wait up to LIVENESS_S, so that a slow answer fails with its
+measured time rather than a timeout). Measured on the shared 2-core machine
+at load 4-13, eleven runs: sign-in 172-653 ms (argon2id, bound by the CPU
+the machine has left), push 89-256 ms, pull 11-135 ms. Then the 12 slow uploads
+finish, and each of their records is on the server exactly once.
 
 With gunicorn's gthread workers (2 × 4 threads, each held by one slow body)
 the ordinary device's sign-in timed out: every thread was waiting on a body.
@@ -29,6 +31,7 @@ SLOW_RECORDS = 8       # per slow device: a batch of ~2.5 KB
 SLOW_PIECE = 40        # bytes per send
 PACE_S = 0.1           # between sends: ~400 B/s, a bad 2G link
 LIVENESS_S = 10
+TARGET_S = 2.0        # issue 14: "each answer in under 2 s"
 
 
 def _raw_head(port, path, length, token=None):
@@ -150,6 +153,7 @@ def test_trickling_connections_and_slow_uploads_do_not_starve_the_server(server_
               f"{max(u.seconds for u in uploads):.1f} s")
     # The slow uploads were still under way while the normal device was served.
     assert in_flight > 0
+    assert max(times.values()) < TARGET_S, times
     for up in uploads:
         assert up.error is None and up.status == 200, (up.device_id, up.error, up.status,
                                                        up.answer)

@@ -63,13 +63,16 @@ class SyncJob:
         with self.lock:
             return dataclasses.replace(self.progress)
 
-    def start(self, lang="en"):
-        """Start a sync unless one runs; returns whether one started."""
+    def start(self, lang="en", passphrase=None):
+        """Start a sync unless one runs; returns whether one started.
+
+        :param passphrase: of an encrypted folder whose key has no session
+            file (the app holds it in memory: app/locking.py)."""
         with self.lock:
             if self.progress.running:
                 return False
             self.progress = Progress(running=True)
-        self.thread = threading.Thread(target=self._run, args=(lang,), daemon=True,
+        self.thread = threading.Thread(target=self._run, args=(lang, passphrase), daemon=True,
                                        name="fieldsync-app-sync")
         self.thread.start()
         return True
@@ -83,11 +86,11 @@ class SyncJob:
             for key, value in kw.items():
                 setattr(self.progress, key, value)
 
-    def _run(self, lang):
+    def _run(self, lang, passphrase=None):
         outcome, detail, report = "ok", "", None
         client = None
         try:
-            client = Client(self.data_dir, self.network, lang=lang)
+            client = Client(self.data_dir, self.network, lang=lang, passphrase=passphrase)
             typed = _typed_values(client)
 
             def progress(phase, done, total):

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import (Blueprint, current_app, flash, jsonify, redirect, render_template, request,
-                   url_for)
+from flask import (Blueprint, current_app, flash, g, jsonify, redirect, render_template,
+                   request, url_for)
 from flask_babel import gettext as _
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
+from ..client import Client
 from ..errors import AuthError, FieldsyncError, InvalidRecord, ServerUnreachable
-from . import entry
+from ..store import keys
+from . import entry, locking
 from .cases import Cases, fold
 from .syncjob import conflicts_of
-from .web import LANGUAGE_COOKIE, LANGUAGES, client, page_language
+from .web import LANGUAGE_COOKIE, LANGUAGES, client, close_client, page_language
 
 bp = Blueprint("app", __name__)
 
@@ -32,10 +34,17 @@ def _safe_next(target):
 
 @bp.before_request
 def _signed_in():
-    if request.endpoint in ("app.sign_in", "app.set_language", "app.static") or \
+    if request.endpoint in ("app.unlock", "app.set_language", "app.static") or \
             request.endpoint is None:
         return None
-    if client().user is None:
+    try:
+        device = client()
+    except keys.PassphraseNeeded:
+        target = None
+        if request.method == "GET":
+            target = request.full_path if request.query_string else request.path
+        return redirect(url_for("app.unlock", next=target))
+    if device.user is None and request.endpoint != "app.sign_in":
         return redirect(url_for("app.sign_in"))
     return None
 
@@ -48,10 +57,23 @@ def sign_in():
     device = client()
     server = request.form.get("server", device.server or "").strip()
     username = request.form.get("username", (device.user or {}).get("username", "")).strip()
+    # A plain folder is encrypted with a new passphrase before the token is stored.
+    new_passphrase = not device.encrypted
     message, status = None, 200
     if request.method == "POST":
+        passphrase = request.form.get("passphrase", "")
+        if new_passphrase:
+            message = locking.new_passphrase_problem(
+                passphrase, request.form.get("passphrase2", ""), _)
+            status = 400 if message else 200
         try:
+            if message:
+                raise _Refused
+            if new_passphrase:
+                device = _encrypted_client(passphrase)
             device.login(server, username, request.form.get("password", ""))
+        except _Refused:
+            pass
         except ServerUnreachable:
             message, status = _("The server did not answer. Check the server address and "
                                 "the connection (signal, Wi-Fi), then try again."), 503
@@ -64,7 +86,44 @@ def sign_in():
             flash(_("Signed in. You can work without a connection from now on."), "ok")
             return redirect(url_for("app.home"))
     return render_template("sign_in.html", server=server, username=username,
-                           message=message), status
+                           message=message, new_passphrase=new_passphrase), status
+
+
+class _Refused(Exception):
+    """The sign-in form is refused before anything is sent or stored."""
+
+
+def _encrypted_client(passphrase):
+    """This request's device, its folder encrypted now with `passphrase`
+    (a plain `device.db` already there is migrated), the key kept."""
+    close_client()
+    device = Client(current_app.config["DATA_DIR"], lang=page_language(),
+                    passphrase=passphrase)
+    g.client = device
+    locking.keep(device, passphrase)
+    return device
+
+
+@bp.route("/unlock", methods=["GET", "POST"])
+def unlock():
+    """The passphrase of an encrypted folder whose session key is gone."""
+    target = _safe_next(request.args.get("next"))
+    if not locking.encrypted():
+        return redirect(target)
+    message, status = None, 200
+    if request.method == "POST":
+        passphrase = request.form.get("passphrase", "")
+        try:
+            if not passphrase:
+                raise keys.WrongPassphrase(_("Type the passphrase of this device's data."))
+            with Client(current_app.config["DATA_DIR"], passphrase=passphrase) as device:
+                locking.keep(device, passphrase)
+        except keys.WrongPassphrase:
+            message, status = _("Wrong passphrase: nothing was opened or changed. Try "
+                                "again; letters, accents and spaces count exactly."), 401
+        else:
+            return redirect(target)
+    return render_template("unlock.html", message=message, next=target), status
 
 
 @bp.post("/language")
@@ -264,7 +323,7 @@ def _plain(value):
 @bp.post("/sync")
 def sync():
     job = current_app.extensions["fieldsync_sync"]
-    started = job.start(page_language())
+    started = job.start(page_language(), locking.held())
     if request.accept_mimetypes.best == "application/json":
         return jsonify(started=started), 202
     flash(_("Sync started."), "ok")

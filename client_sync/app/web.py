@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import current_app, g, request
 
 from ..client import Client
+from . import locking
 
 LANGUAGES = ("vi", "en")
 LANGUAGE_COOKIE = "fieldsync_app_lang"   # not the console's: cookies ignore ports
@@ -19,7 +20,8 @@ def page_language():
 def client() -> Client:
     """The device library for this request (opened once, closed at teardown)."""
     if "client" not in g:
-        g.client = Client(current_app.config["DATA_DIR"], lang=page_language())
+        g.client = Client(current_app.config["DATA_DIR"], lang=page_language(),
+                          passphrase=locking.held())
     return g.client
 
 

@@ -70,7 +70,7 @@ def error_page(status, message):
 @bp.route("/sign-in", methods=["GET", "POST"])
 def sign_in():
     message = _("Your session ended; sign in again.") if request.args.get("expired") else None
-    status = 200
+    status, headers = 200, {}
     username = ""
     if request.method == "POST":
         username = request.form.get("username", "").strip()
@@ -79,11 +79,13 @@ def sign_in():
         try:
             user = auth.check_credentials(db, username, password, request.remote_addr)
         except ApiError as exc:
-            status = exc.status
+            status, headers = exc.status, exc.headers
             message = {
                 "too_many_attempts": _("Too many failed sign-ins; wait a few minutes and "
                                        "try again, or ask an administrator to unlock you."),
                 "account_disabled": _("This account is disabled; ask your administrator."),
+                "unavailable": _("The server is busy with other sign-ins; try again in a "
+                                 "few seconds."),
             }.get(exc.code, _("Wrong username or password."))
         else:
             if user["role"] not in CONSOLE_ROLES:
@@ -94,7 +96,7 @@ def sign_in():
             session["token"] = token
             session.permanent = True
             return redirect(_safe_next(request.args.get("next")))
-    return render_template("sign_in.html", message=message, username=username), status
+    return render_template("sign_in.html", message=message, username=username), status, headers
 
 
 @bp.post("/sign-out")
