@@ -197,6 +197,17 @@ def server_process(db_path, tmp_path):
 # -- building pushes -----------------------------------------------------------
 
 
+@pytest.fixture
+def private_session_dir(tmp_path, monkeypatch):
+    """A private runtime folder for the device's session key, and no passphrase from the
+    environment: each encryption test starts with no unlocked session."""
+    run = tmp_path / "run"
+    run.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
+    monkeypatch.delenv("FIELDSYNC_PASSPHRASE", raising=False)
+    return run
+
+
 def household(**over):
     """A complete, valid `household` record's data."""
     data = {"head_name": "Nguyen Van A", "poverty_status": "poor",

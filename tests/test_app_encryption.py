@@ -17,12 +17,8 @@ NAME = "Hoàng Thị Zebra-Marker"
 
 
 @pytest.fixture(autouse=True)
-def session_dir(tmp_path, monkeypatch):
-    run = tmp_path / "run"
-    run.mkdir(mode=0o700)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
-    monkeypatch.delenv("FIELDSYNC_PASSPHRASE", raising=False)
-    return run
+def session_dir(private_session_dir):
+    return private_session_dir
 
 
 def csrf(web, path):

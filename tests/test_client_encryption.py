@@ -21,12 +21,8 @@ HOUSEHOLD = {"head_name": NAME, "poverty_status": "poor", "registered_on": "2025
 
 
 @pytest.fixture(autouse=True)
-def session_dir(tmp_path, monkeypatch):
-    run = tmp_path / "run"
-    run.mkdir(mode=0o700)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(run))
-    monkeypatch.delenv("FIELDSYNC_PASSPHRASE", raising=False)
-    return run
+def session_dir(private_session_dir):
+    return private_session_dir
 
 
 def fill(device, n=20):
