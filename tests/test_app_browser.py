@@ -183,6 +183,68 @@ def test_health_worker_signs_in_and_adds_a_household_and_a_member_without_an_id(
     assert not page.errors
 
 
+def test_a_pregnancy_and_a_check_up_are_registered_and_synced_without_an_id(
+        page, app, signed_in, site, shots):
+    """Issue 17's whole errand in the browser: from the woman's page a pregnancy, from the
+    pregnancy's page an ANC check-up, then Sync; no id and no field name is typed."""
+    today = date.today()
+    dob = (today - timedelta(days=27 * 365)).isoformat()
+    with device(app.data_dir) as d:
+        hid = d.add("household", household(head_name="Sùng A Páo"))
+        wid = d.add("person", {
+            "household_id": hid, "full_name": "Sùng Thị Dua", "sex": "female", "dob": dob,
+            "dob_precision": "exact", "ethnicity_code": "04", "relationship_to_head": "spouse",
+            "recorded_on": today.isoformat(), "hi_has_card": "no", "vital_status": "alive"})
+    page.goto(app.url + f"/r/{wid}")
+    submit(page, "[data-add=pregnancy]")
+    # The woman is chosen by name, and her date of birth and sex come with her.
+    assert page.locator("#f-woman_id option:checked").inner_text() == "Sùng Thị Dua"
+    assert page.locator("#f-woman_dob").input_value() == dob
+    assert page.locator("#f-woman_sex").input_value() == "female"
+    lmp = today - timedelta(weeks=10)
+    page.fill("#f-registration_date", today.isoformat())
+    page.select_option("#f-lmp_known", "yes")
+    page.wait_for_selector("[data-path=lmp_date]:not([hidden])")
+    page.fill("#f-lmp_date", lmp.isoformat())
+    page.fill("#f-edd", (lmp + timedelta(days=280)).isoformat())
+    page.select_option("#f-edd_source", "lmp")
+    for name in ("prev_term_births", "prev_preterm_births", "prev_abortions_miscarriages",
+                 "living_children"):
+        page.fill(f"#f-{name}", "0")
+    page.select_option("#f-planned_delivery_place", "commune_health_station")
+    page.select_option("#f-mch_handbook_issued", "true")
+    page.select_option("#f-status", "ongoing")
+    wait_checked(page)
+    submit(page, "[data-save]")
+    assert "Đã lưu trên máy" in page.locator(".flash.ok").inner_text()
+    # Now on the pregnancy's page: its check-up takes the pregnancy and its LMP along.
+    submit(page, "[data-add=anc_visit]")
+    assert page.locator("#f-lmp_date").input_value() == lmp.isoformat()
+    page.fill("#f-visit_date", today.isoformat())
+    page.select_option("#f-contact_type", "anc_checkup")
+    page.select_option("#f-provider", "midwife")
+    page.select_option("#f-place", "CHS")
+    page.fill("#f-bp_systolic", "110")
+    page.fill("#f-bp_diastolic", "70")
+    page.check("[data-path=danger_signs] input[value=none]")
+    page.select_option("#f-referred_to", "none")
+    wait_checked(page)
+    assert page.locator("#f-ga_weeks").inner_text() == "10"
+    submit(page, "[data-save]")
+    assert "Đã lưu trên máy" in page.locator(".flash.ok").inner_text()
+    with device(app.data_dir) as d:
+        (pregnancy,) = d.list("pregnancy")
+        (visit,) = d.list("anc_visit")
+    assert pregnancy["data"]["woman_id"] == wid and visit["data"]["pregnancy_id"] == pregnancy["id"]
+    page.goto(app.url + "/")
+    sync_and_wait(page)
+    assert "Đồng bộ xong" in page.locator("[data-sync-text]").inner_text()
+    with sqlite3.connect(site.db) as conn:
+        stored = {r[0] for r in conn.execute("SELECT id FROM records")}
+    assert {hid, wid, pregnancy["id"], visit["id"]} <= stored
+    assert not page.errors
+
+
 def test_danger_sign_on_an_anc_visit_is_shown_before_saving_and_stays_on_the_record(
         page, app, signed_in, shots):
     lmp = date.today() - timedelta(weeks=20)
