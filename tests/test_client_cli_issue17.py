@@ -73,6 +73,18 @@ def test_a_refused_connection_is_reported_at_once_not_retried():
     assert "refused the connection" in line and "Check the server address" in line
 
 
+def test_an_unknown_host_is_reported_at_once_with_what_to_check():
+    # `.invalid` never resolves (RFC 2606): the resolver's answer is final, so one attempt.
+    transport = Transport("http://fieldsync-test.invalid:8080", None,
+                          NetworkConfig(give_up_after=30, backoff_factor=0))
+    with pytest.raises(ServerAddressError) as caught:
+        transport.info()
+    assert caught.value.kind == "unknown_host" and transport.attempts == 1
+    line = fails("login", "--server", "http://fieldsync-test.invalid:8080", "--username", "hw",
+                 input="x\n")
+    assert "fieldsync-test.invalid" in line and "check the server address" in line
+
+
 def test_https_against_an_http_server_is_a_tls_mismatch_with_what_to_check(server_process):
     https = server_process.url.replace("http://", "https://")
     line = fails("login", "--server", https, "--username", "hw", input="hw-pass-123\n")
