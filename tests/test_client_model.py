@@ -13,7 +13,7 @@ must then stamp the change later than that, so the order of the changes is
 the order the model made them in, whatever the real clocks say.
 
 Budget: MODEL_EXAMPLES (default 30) runs of MODEL_STEPS (default 50) steps;
-`make test-converge` runs 200 x 50.
+`make test-converge` runs 100 x 50.
 """
 import json
 import os

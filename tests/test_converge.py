@@ -17,7 +17,7 @@ losing clock and value): see `conflict_log` for the one part of the log
 that depends on the order, the value a loser was logged against.
 
 `CONVERGE_EXAMPLES` sets the number of histories (`make test`: 150;
-`make test-converge`: 2,000, with longer histories).
+`make test-converge`: 1,000, with longer histories).
 """
 import itertools
 import json

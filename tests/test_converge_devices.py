@@ -12,7 +12,7 @@ the same values, the same clock on every field, the same tombstone and the
 same `deleted`.
 
 `CONVERGE_DEVICE_EXAMPLES` sets the number of examples (`make test`: 15;
-`make test-converge`: 150).
+`make test-converge`: 100).
 """
 import collections
 import os
