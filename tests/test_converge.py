@@ -151,22 +151,21 @@ def interleavings(draw, rounds):
 @pytest.fixture(scope="module")
 def signed_in_db(template_db, tmp_path_factory):
     """The template database with each device signed in once (argon2 is slow
-    on purpose): each order starts from a copy of it."""
+    on purpose): each order starts from a copy of it, served by this app."""
     from server import create_app
     path = copy_db(template_db, tmp_path_factory.mktemp("converge") / "signed-in.db")
     app = create_app({"TESTING": True, "DB": str(path)})
     with app.test_client() as client:
         tokens = {d: login(client, user, d) for d, user in DEVICES.items()}
-    return path, tokens
+    return path, tokens, app
 
 
 def run_order(signed_in_db, folder, order):
     """Push `order` ([(device, batch)]) into a fresh copy; the stored
     records and conflict log."""
-    from server import create_app
-    source, tokens = signed_in_db
+    source, tokens, app = signed_in_db
     path = copy_db(source, folder / f"order-{uuid.uuid4().hex}.db")
-    app = create_app({"TESTING": True, "DB": str(path)})
+    app.config["DB"] = str(path)  # one app (making one costs more than an order's pushes)
     with app.test_client() as client:
         for device, changes in order:
             resp = client.post("/api/v1/sync/push", json=batch(device, changes),
