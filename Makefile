@@ -10,7 +10,7 @@ FUZZ_SECONDS ?= 60
 export FIELDSYNC_DB
 
 .PHONY: run test test-long test-2g fuzz bench bench-quick clean browser translations screenshots \
-        mutation
+        mutation test-converge
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,19 @@ translations: $(STAMP)
 
 test-long: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
+
+# Convergence in every arrival order, the long run (README "Test"): the same
+# three tests `make test` runs, with larger budgets and longer server-level
+# histories. Not in .ci/run. SEED=N replays a run.
+CONVERGE_EXAMPLES ?= 1000
+CONVERGE_DEVICE_EXAMPLES ?= 100
+MODEL_EXAMPLES ?= 100
+test-converge: $(STAMP)
+	@echo "Using --hypothesis-seed=$(SEED); replay: make test-converge SEED=$(SEED)"
+	CONVERGE_EXAMPLES=$(CONVERGE_EXAMPLES) CONVERGE_DEVICE_EXAMPLES=$(CONVERGE_DEVICE_EXAMPLES) \
+	  MODEL_EXAMPLES=$(MODEL_EXAMPLES) $(BIN)/python -m pytest -q -s -p no:randomly \
+	  --hypothesis-seed=$(SEED) --hypothesis-profile=ci \
+	  tests/test_converge.py tests/test_converge_devices.py tests/test_client_model.py
 
 # Root only (network namespaces, tc, iptables). As root the target installs
 # Debian's iproute2, iptables and libnetfilter-queue-dev (and gcc: NetfilterQueue

@@ -85,7 +85,14 @@ def test_a_days_records_cross_a_2g_link_once_each(profile, db_path, tmp_path):
     try:
         stored = {rid: json.loads(data) for rid, data in
                   con.execute("SELECT id, data FROM records WHERE form = 'growth'")}
-        rows = con.execute("SELECT count(*) FROM records").fetchone()[0]
+        # Written once each: the seq counter moves on every write (the id is
+        # the primary key, so a count of rows could never show a double).
+        writes = int(con.execute("SELECT value FROM meta WHERE key = 'seq'").fetchone()[0])
+        # One audit row per committed batch (a resend is answered from the
+        # stored answer and adds none): each record applied in exactly one
+        # batch, none sent again under another batch id.
+        audit = [json.loads(d) for (d,) in con.execute(
+            "SELECT details FROM audit WHERE action = 'push'")]
     finally:
         con.close()
     print(f"\n2g profile {profile}: {RECORDS} records pushed (and pulled back) in "
@@ -95,7 +102,10 @@ def test_a_days_records_cross_a_2g_link_once_each(profile, db_path, tmp_path):
     assert sent["complete"] and sent["pending"] == 0, sent["errors"][-5:]
     assert len(sent["records"]) == RECORDS
     # Each record once on the server, as the device holds it.
-    assert rows == RECORDS and stored == sent["records"]
+    assert writes == RECORDS and stored == sent["records"]
+    assert sum(a["applied"] for a in audit) == RECORDS
+    assert sum(a["records"] for a in audit) == RECORDS
+    assert len({a["batch_id"] for a in audit}) == len(audit)
     assert pulled["complete"] and pulled["records"] == sent["records"], pulled["errors"][-5:]
     if PROFILES[profile].flap:
         assert flaps > 0

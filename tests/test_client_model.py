@@ -1,10 +1,19 @@
 """A hypothesis state machine: N devices make random offline adds, edits and
 deletes, and sync in random order, some with answers lost after the server
 committed or given up on. Whenever everyone has synced, every device and the
-server hold exactly the state of a simple model: per field, the value with
-the largest clock; deleted while the tombstone is newer than every field.
+server hold exactly the state of a simple model: per field, the value of the
+latest write; deleted while the latest delete is later than every field's
+latest write.
 
-Examples are kept modest for `make test`; raise MODEL_EXAMPLES for a long run.
+The model never reads a device's registers (issue 18): it orders the writes
+itself. Before each local change the device is shown a clock ("the model's
+wall clock") later than every clock issued so far, by `store.observe`, the
+same call a device makes when it receives a clock; a hybrid logical clock
+must then stamp the change later than that, so the order of the changes is
+the order the model made them in, whatever the real clocks say.
+
+Budget: MODEL_EXAMPLES (default 30) runs of MODEL_STEPS (default 50) steps;
+`make test-converge` runs 100 x 50.
 """
 import json
 import os
@@ -17,6 +26,7 @@ from hypothesis.stateful import (Bundle, RuleBasedStateMachine, initialize, prec
 
 from client_sync import Client, NetworkConfig, SyncError
 from faultproxy import FaultProxy
+from schemas.clock import format_hlc, time_ms
 
 FAST = NetworkConfig(give_up_after=5, connect_timeout=1, read_timeout=5, backoff_factor=0,
                      backoff_jitter=0)
@@ -50,32 +60,36 @@ def test_devices_and_server_converge_to_the_model(server_process, tmp_path):
         @initialize()
         def start(self):
             self.devices = devices
-            self.model = {}  # record id -> {"fields": {name: (clock, value)}, "tomb": clock}
+            self.model = {}  # record id -> {"fields": {name: (at, value)}, "tomb": at}
+            self.wall = 0    # the model's wall clock, in ms
 
         def teardown(self):
             proxy.rules.clear()
             self.converge()
 
-        def note(self, client, rid):
-            """Record in the model the registers a local change just wrote."""
-            state = client.store.state(rid)
+        def stamp(self, client):
+            """Move `client`'s clock past every clock issued so far; the model's
+            order key for the change it is about to make."""
+            self.wall = max(time_ms() + 1, self.wall + 1)
+            client.store.observe(format_hlc(self.wall, 0, "model"))
+            return self.wall
+
+        def note(self, rid, at, fields=None, deleted=False):
+            """Record in the model a local change made at model time `at`."""
             entry = self.model.setdefault(rid, {"fields": {}, "tomb": None})
-            for name, reg in state["fields"].items():
-                if reg["device"] == client.device_id:
-                    old = entry["fields"].get(name)
-                    if old is None or reg["hlc"] > old[0]:
-                        entry["fields"][name] = (reg["hlc"], reg["value"])
-            tomb = state["deleted"]
-            if tomb and tomb["device"] == client.device_id:
-                if entry["tomb"] is None or tomb["hlc"] > entry["tomb"]:
-                    entry["tomb"] = tomb["hlc"]
+            for name, value in (fields or {}).items():
+                entry["fields"][name] = (at, value)
+            if deleted:
+                entry["tomb"] = at
 
         @rule(target=records, n=st.integers(0, DEVICES - 1), name=st.sampled_from(FIELDS["head_name"]))
         def add(self, n, name):
             client = self.devices[n]
-            rid = client.add("household", {"head_name": name, "poverty_status": "poor",
-                                           "registered_on": "2025-04-01", "status": "active"})
-            self.note(client, rid)
+            data = {"head_name": name, "poverty_status": "poor",
+                    "registered_on": "2025-04-01", "status": "active"}
+            at = self.stamp(client)
+            rid = client.add("household", data)
+            self.note(rid, at, data)
             return rid
 
         @rule(rid=records, n=st.integers(0, DEVICES - 1), data=st.data())
@@ -85,8 +99,14 @@ def test_devices_and_server_converge_to_the_model(server_process, tmp_path):
             if record is None or record["deleted"]:
                 return  # this device has not seen it, or sees it deleted
             name = data.draw(st.sampled_from(sorted(FIELDS)))
-            client.edit(rid, {name: data.draw(st.sampled_from(FIELDS[name]))})
-            self.note(client, rid)
+            self.edit_one(client, rid, name, data.draw(st.sampled_from(FIELDS[name])))
+
+        def edit_one(self, client, rid, name, value):
+            if client.get(rid)["data"].get(name) == value:
+                return  # no change: the model need not guess whether it is stamped
+            at = self.stamp(client)
+            client.edit(rid, {name: value})
+            self.note(rid, at, {name: value})
 
         @rule(rid=records, n=st.integers(0, DEVICES - 1))
         def delete(self, rid, n):
@@ -94,8 +114,9 @@ def test_devices_and_server_converge_to_the_model(server_process, tmp_path):
             record = client.get(rid)
             if record is None or record["deleted"]:
                 return
+            at = self.stamp(client)
             client.delete(rid)
-            self.note(client, rid)
+            self.note(rid, at, deleted=True)
 
         @rule(n=st.integers(0, DEVICES - 1))
         def sync(self, n):
@@ -123,8 +144,8 @@ def test_devices_and_server_converge_to_the_model(server_process, tmp_path):
             if sent and data.draw(st.booleans()):
                 rid = data.draw(st.sampled_from(sent))
                 name = data.draw(st.sampled_from(sorted(FIELDS)))
-                self.devices[n].edit(rid, {name: data.draw(st.sampled_from(FIELDS[name]))})
-                self.note(self.devices[n], rid)
+                self.edit_one(self.devices[n], rid, name,
+                              data.draw(st.sampled_from(FIELDS[name])))
 
         @precondition(lambda self: self.model)
         @rule()
@@ -155,7 +176,8 @@ def test_devices_and_server_converge_to_the_model(server_process, tmp_path):
 
     try:
         run_state_machine_as_test(Sync, settings=settings(
-            max_examples=int(os.environ.get("MODEL_EXAMPLES", "8")), stateful_step_count=25,
+            max_examples=int(os.environ.get("MODEL_EXAMPLES", "30")),
+            stateful_step_count=int(os.environ.get("MODEL_STEPS", "50")),
             deadline=None, suppress_health_check=list(HealthCheck)))
     finally:
         proxy.stop()
