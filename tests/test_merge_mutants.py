@@ -3,7 +3,7 @@ schemas/merge.py (docs/mutation.md lists each and why)."""
 import pytest
 
 from schemas.clock import format_hlc
-from schemas.merge import ClockReused, merge, node_of
+from schemas.merge import ClockReused, merge
 
 RID = "01938f3e-5b2f-7c1e-9b1a-2a6c8f3e9d10"
 
@@ -22,11 +22,6 @@ def test_clock_reused_names_the_field_in_its_message():
         merge(stored, _change(clock, {"head_name": "B"}), device="dev-a", user="u")
     assert info.value.field == "head_name"
     assert str(info.value) == "clock reused with a different value for 'head_name'"
-
-
-def test_node_of_is_the_clock_node():
-    """node_of mutant 1 had no test at all."""
-    assert node_of(format_hlc(1_700_000_000_000, 3, "dev-a1b2")) == "dev-a1b2"
 
 
 def test_a_record_without_fields_relists_to_common_as_to_wire_makes_it():
