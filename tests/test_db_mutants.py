@@ -17,7 +17,9 @@ def _mode(path):
 
 
 def test_private_folders_and_files_are_owner_only_whatever_the_umask(tmp_path):
-    old = os.umask(0)
+    # 0o277: mkdir and open alone would give 0500 and 0400 (owner cannot
+    # write), so only the explicit chmod/fchmod make them 0700 and 0600.
+    old = os.umask(0o277)
     try:
         path = tmp_path / "a" / "b" / "fieldsync.db"
         dbmod.make_private_file(str(path))
@@ -38,6 +40,24 @@ def test_an_existing_file_or_folder_is_left_as_it_is(tmp_path):
     dbmod.make_private_file(str(path))
     assert _mode(folder) == 0o755 and _mode(path) == 0o640
     assert path.read_bytes() == b"kept"
+
+
+def test_connect_sets_every_pragma_itself(tmp_path, monkeypatch):
+    """Traced: SQLite's compiled default is already synchronous=FULL here, so
+    reading the value back cannot tell a deleted PRAGMA from a kept one."""
+    statements = []
+    real = dbmod.sqlite3.connect
+
+    def traced(*args, **kwargs):
+        conn = real(*args, **kwargs)
+        conn.set_trace_callback(statements.append)
+        return conn
+    monkeypatch.setattr(dbmod.sqlite3, "connect", traced)
+    dbmod.connect(str(tmp_path / "x.db"), busy_timeout_ms=1500).conn.close()
+    assert statements[:6] == [
+        "PRAGMA busy_timeout = 1500", "PRAGMA journal_mode = WAL",
+        "PRAGMA synchronous = FULL", "PRAGMA foreign_keys = ON",
+        f"PRAGMA mmap_size = {1 << 30}", "PRAGMA wal_autocheckpoint = 10000"]
 
 
 def test_connect_sets_the_exact_values_and_shares_across_threads(tmp_path):

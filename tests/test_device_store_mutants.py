@@ -59,7 +59,7 @@ def test_make_private_tightens_only_what_is_looser(tmp_path):
 
 
 def test_private_folder_and_files_whatever_the_umask(tmp_path):
-    old = os.umask(0)
+    old = os.umask(0)  # nothing masked: the modes come from the code alone
     try:
         folder = tmp_path / "a" / "b"
         dbmod.private_folder(folder)
@@ -208,6 +208,25 @@ def test_a_new_store_is_private_full_wal_with_a_device_id(tmp_path):
     assert store.integrity_check() == "ok"
     assert store.conn.execute("PRAGMA synchronous").fetchone()[0] == 2
     store.close()
+
+
+@pytest.mark.parametrize("key", [None, KEY], ids=["plain", "encrypted"])
+def test_every_open_sets_wal_and_full_itself(tmp_path, monkeypatch, key):
+    """Traced: SQLite's compiled default is already synchronous=FULL here, so
+    reading the value back cannot tell a deleted PRAGMA from a kept one."""
+    statements = []
+    real = dbmod.connect
+
+    def traced(*args):
+        conn = real(*args)
+        conn.set_trace_callback(statements.append)
+        return conn
+    monkeypatch.setattr(dbmod, "connect", traced)
+    for _ in range(2):  # created, then reopened
+        Database(tmp_path / "device.db", key=key).close()
+        assert statements[:2] == ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL"]
+        assert "BEGIN IMMEDIATE" in statements and statements[-1] == "COMMIT"
+        statements.clear()
 
 
 def test_a_file_that_is_not_a_database_opens_damaged_and_refuses_writes(tmp_path):
