@@ -303,3 +303,22 @@ def test_read_snapshot_sees_one_state_and_always_ends(app, db_path):
                 raise KeyError("boom")
         assert not db.conn.in_transaction
         other.close()
+
+
+def test_after_a_fork_every_connection_of_the_parent_is_left_alone(tmp_path, fresh_keepers,
+                                                                     monkeypatch):
+    """As in a forked worker: the parent's keeper and idle connections are
+    set aside in `_inherited` (never used, never closed), and a new keeper
+    is opened for this process."""
+    path = str(tmp_path / "k.db")
+    _wal_db(path).close()
+    parent = dbmod._keep_open(path)
+    idle = dbmod.connect(path)
+    parent.idle.append((5000, idle))
+    assert parent.connections() == [parent.conn, idle.conn]
+    monkeypatch.setattr(dbmod, "_keepers_pid", -1)  # the pid that filled _keepers
+    child = dbmod._keep_open(path)
+    assert child is not parent and not parent.closed
+    assert dbmod._inherited == [parent.conn, idle.conn]
+    assert dbmod._keepers_pid == os.getpid() and fresh_keepers == {path: child}
+    parent.close()

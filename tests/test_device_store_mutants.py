@@ -5,6 +5,8 @@ the transaction's refusals and the persisted clock."""
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -120,7 +122,7 @@ def test_is_plaintext_reads_the_header_only(tmp_path):
         False, False, False, False]
 
 
-def test_encrypt_file_keeps_everything_and_leaves_no_plain_file(tmp_path):
+def test_encrypt_file_keeps_everything_and_leaves_no_plain_file(tmp_path, monkeypatch):
     path = tmp_path / "device.db"
     store = Database(path)
     store.set_meta(cursor="c-1", user={"username": "hw"})
@@ -129,11 +131,30 @@ def test_encrypt_file_keeps_everything_and_leaves_no_plain_file(tmp_path):
     store.close()
     stale = tmp_path / "device.db.encrypting"
     stale.write_bytes(b"a crashed earlier attempt")  # removed, not reused
-    for suffix in ("-wal", "-shm"):
+    for suffix in ("-wal", "-shm", "-journal"):
         open(f"{stale}{suffix}", "wb").close()
+    # Another process holds the plain file open, so the plain WAL and shm
+    # outlive encrypt_file's own close: it must remove them itself. (In this
+    # process sqlcipher3's SQLite would not see sqlite3's locks.)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+         "c.execute('SELECT count(*) FROM meta').fetchone(); print('ready', flush=True); "
+         "sys.stdin.read()", str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True)
+    assert holder.stdout.readline() == "ready\n"
+    calls = []
+    real = dbmod.sqlcipher.connect
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(dbmod.sqlcipher, "connect", recording)
     dbmod.encrypt_file(path, KEY)
+    monkeypatch.undo()
+    assert calls == [{"timeout": 30, "isolation_level": None}]
     assert not dbmod.is_plaintext(path) and _mode(path) == 0o600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["device.db"]
+    holder.communicate("")
     store = Database(path, key=KEY)
     assert store.damaged is None and store.device_id == device_id
     assert store.get_meta("cursor") == "c-1" and store.get_meta("user") == {"username": "hw"}
@@ -340,6 +361,10 @@ def test_the_clock_is_persisted_and_moves_past_what_it_observes(tmp_path):
     observed = store.hlc
     assert parse(observed).millis == parse(ahead).millis
     assert parse(observed).node == store.device_id and observed > first
+    # Behind the stored clock: the stored clock still counts (never lower).
+    store.observe(format_hlc(parse(first).millis + 60_000, 0, "server"))
+    assert store.hlc > observed
+    observed = store.hlc
     store.observe("")
     store.observe(None)
     assert store.hlc == observed
@@ -351,3 +376,8 @@ def test_the_clock_is_persisted_and_moves_past_what_it_observes(tmp_path):
     store = Database(tmp_path / "device.db")
     assert store.hlc == later  # kept across a restart
     store.close()
+
+
+def test_store_damaged_keeps_its_detail():
+    error = StoreDamaged("page 3: bad")
+    assert error.detail == "page 3: bad" and "page 3: bad" in str(error)
