@@ -156,6 +156,8 @@ def test_encrypt_file_keeps_everything_and_leaves_no_plain_file(tmp_path, monkey
     assert sorted(p.name for p in tmp_path.iterdir()) == ["device.db"]
     holder.communicate("")
     store = Database(path, key=KEY)
+    # The key is kept: Client.encrypted and the session key read it.
+    assert store.key == KEY and store.path == path
     assert store.damaged is None and store.device_id == device_id
     assert store.get_meta("cursor") == "c-1" and store.get_meta("user") == {"username": "hw"}
     assert store.conn.execute("PRAGMA user_version").fetchone()[0] == version > 0
