@@ -47,16 +47,28 @@ def test_is_damage_is_exactly_the_written_out_table(driver):
 
 
 def test_make_private_tightens_only_what_is_looser(tmp_path):
-    folder, loose, tight = tmp_path / "f", tmp_path / "loose", tmp_path / "tight"
+    folder, tight = tmp_path / "f", tmp_path / "tight"
     folder.mkdir()
-    os.chmod(folder, 0o755)
-    loose.write_bytes(b"")
-    os.chmod(loose, 0o664)
-    tight.write_bytes(b"")
-    os.chmod(tight, 0o400)
-    for path in (folder, loose, tight, tmp_path / "missing"):
+    os.chmod(folder, 0o777)
+    files = {0o777: 0o600, 0o664: 0o600, 0o044: 0o000, 0o400: 0o400}
+    for before in files:
+        path = tmp_path / f"{before:o}"
+        path.write_bytes(b"")
+        os.chmod(path, before)
+    for path in [folder, tmp_path / "missing"] + [tmp_path / f"{m:o}" for m in files]:
         dbmod.make_private(path)
-    assert (_mode(folder), _mode(loose), _mode(tight)) == (0o700, 0o600, 0o400)
+    assert _mode(folder) == 0o700
+    assert {m: _mode(tmp_path / f"{m:o}") for m in files} == files
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="giving a file away needs root")
+def test_make_private_leaves_another_users_file_alone(tmp_path):
+    path = tmp_path / "theirs"
+    path.write_bytes(b"")
+    os.chmod(path, 0o644)
+    os.chown(path, 12345, 12345)
+    dbmod.make_private(path)
+    assert _mode(path) == 0o644
     assert not (tmp_path / "missing").exists()
 
 
@@ -274,8 +286,9 @@ def test_a_store_too_new_is_refused_and_closed(tmp_path, monkeypatch):
     opened = []
     real = dbmod.connect
     monkeypatch.setattr(dbmod, "connect", lambda *a: opened.append(real(*a)) or opened[-1])
-    with pytest.raises(StoreTooNew):
+    with pytest.raises(StoreTooNew, match="newer fieldsync") as info:
         Database(path)
+    assert str(path) in str(info.value)  # the message names the folder's file
     with pytest.raises(sqlite3.ProgrammingError):
         opened[0].execute("SELECT 1")
 
@@ -383,3 +396,13 @@ def test_the_clock_is_persisted_and_moves_past_what_it_observes(tmp_path):
 def test_store_damaged_keeps_its_detail():
     error = StoreDamaged("page 3: bad")
     assert error.detail == "page 3: bad" and "page 3: bad" in str(error)
+
+
+def test_an_encrypted_folder_without_sqlcipher_is_a_clear_error(tmp_path, monkeypatch):
+    from client_sync.errors import FieldsyncError
+    monkeypatch.setattr(dbmod, "sqlcipher", None)
+    with pytest.raises(FieldsyncError) as info:
+        dbmod.connect(tmp_path / "device.db", KEY)
+    assert str(info.value) == ("This data folder is encrypted but the sqlcipher3 package is "
+                               "missing: reinstall fieldsync.")
+    assert not (tmp_path / "device.db").exists()
