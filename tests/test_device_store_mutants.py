@@ -109,6 +109,8 @@ def test_an_encrypted_connection_needs_its_key(tmp_path):
     path = tmp_path / "e.db"
     conn = dbmod.connect(path, KEY)
     assert conn.isolation_level is None
+    # HMAC failures reach the user as StoreDamaged, not as SQLCipher's log.
+    assert conn.execute("PRAGMA cipher_log_level").fetchone()[0] == "NONE"
     assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
     conn.execute("CREATE TABLE t (x)")
     conn.execute("INSERT INTO t VALUES ('Lý')")
