@@ -322,3 +322,44 @@ def test_after_a_fork_every_connection_of_the_parent_is_left_alone(tmp_path, fre
     assert dbmod._inherited == [parent.conn, idle.conn]
     assert dbmod._keepers_pid == os.getpid() and fresh_keepers == {path: child}
     parent.close()
+
+
+def test_connect_waits_five_seconds_by_default(tmp_path):
+    conn = dbmod.connect(str(tmp_path / "x.db")).conn
+    assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 5000
+    conn.close()
+
+
+def test_a_request_keeps_one_connection(app):
+    with app.app_context():
+        first = dbmod.get_db()
+        assert dbmod.get_db() is first and dbmod.get_db() is first
+
+
+def test_without_a_keeper_a_request_still_gets_a_connection_never_pooled(app, monkeypatch):
+    """`_keep_open` gives None for a file it cannot open (the request's own
+    connect reports that); the request's connection is then closed, not pooled."""
+    monkeypatch.setattr(dbmod, "_keep_open", lambda path: None)
+    path = os.path.abspath(app.config["DB"])
+    before = list(dbmod._keepers.get(path).idle) if path in dbmod._keepers else []
+    with app.app_context():
+        db = dbmod.get_db()
+        assert db.execute("SELECT 1").fetchone()[0] == 1
+        assert dbmod.g.db_key[1] is None
+    with pytest.raises(sqlite3.ProgrammingError):
+        db.execute("SELECT 1")
+    after = list(dbmod._keepers.get(path).idle) if path in dbmod._keepers else []
+    assert after == before
+
+
+def test_a_connection_given_back_in_another_process_is_closed_not_pooled(app, monkeypatch):
+    """After a fork the keepers belong to the parent: teardown must not pool
+    into them."""
+    with app.app_context():
+        db = dbmod.get_db()
+        monkeypatch.setattr(dbmod, "_keepers_pid", -1)
+    with pytest.raises(sqlite3.ProgrammingError):
+        db.execute("SELECT 1")
+    monkeypatch.undo()
+    keeper = dbmod._keepers.get(os.path.abspath(app.config["DB"]))
+    assert keeper is None or all(pooled is not db for _, pooled in keeper.idle)
