@@ -6,6 +6,7 @@ import sqlite3
 import stat
 import threading
 import types
+from pathlib import Path
 
 import pytest
 
@@ -99,7 +100,7 @@ def _wal_db(path):
 def _main_file_has_table(path, tmp_path):
     """Whether the database file alone (without its WAL) holds table t."""
     alone = tmp_path / "alone.db"
-    alone.write_bytes(open(path, "rb").read())
+    alone.write_bytes(Path(path).read_bytes())
     conn = sqlite3.connect(alone)
     try:
         return conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 't'"
