@@ -38,3 +38,25 @@ def test_a_record_without_fields_relists_to_common_as_to_wire_makes_it():
             again = relist_clocks(to_wire(state, clocks=given), mode)
             assert again == to_wire(state, clocks=mode), (given, mode)
             assert readable_wire(again)
+
+
+def test_a_record_whose_fields_mostly_share_an_older_clock_relists_in_every_mode():
+    """relist_clocks mutants 6, 9, 10 (common_hlc not taken from the wire)
+    and 29, 32, 33 ("sparse" listed as "common"): the second run's mutation
+    profile (15 hypothesis examples) met no record whose common clock
+    differs from its hlc, so this one is written out: three fields at the
+    create's clock, one edited later."""
+    from schemas.merge import readable_wire, relist_clocks, to_wire
+    create = format_hlc(1_700_000_000_000, 0, "dev-a")
+    edit = format_hlc(1_700_000_100_000, 0, "dev-b")
+    state = merge(None, _change(create, {"head_name": "A", "poverty_status": "poor",
+                                         "status": "active", "registered_on": "2025-03-01"}),
+                  device="dev-a", user="u").record
+    state = merge(state, _change(edit, {"status": "moved"}), device="dev-b", user="u").record
+    common = to_wire(state, clocks="common")
+    assert common["common_hlc"] == create and common["clocks"] == {"status": edit}
+    for given in ("all", "sparse", "common"):
+        for mode in ("all", "sparse", "common"):
+            again = relist_clocks(to_wire(state, clocks=given), mode)
+            assert again == to_wire(state, clocks=mode), (given, mode)
+            assert readable_wire(again)
