@@ -60,3 +60,12 @@ def test_a_record_whose_fields_mostly_share_an_older_clock_relists_in_every_mode
             again = relist_clocks(to_wire(state, clocks=given), mode)
             assert again == to_wire(state, clocks=mode), (given, mode)
             assert readable_wire(again)
+
+
+def test_common_hlc_breaks_a_tie_with_the_newest_clock():
+    """common_hlc mutant 18 (ties broken by the first clock met, not the newest)."""
+    from schemas.merge import common_hlc
+    old, new = (format_hlc(1_700_000_000_000 + i, 0, "dev-a") for i in (0, 1))
+    assert common_hlc([old, new], new) == new
+    assert common_hlc([old, old, new], new) == old
+    assert common_hlc([], new) == new
