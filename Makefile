@@ -122,7 +122,7 @@ fuzz: $(STAMP)
 MUTANTS ?=
 mutation: $(STAMP)
 	$(BIN)/python -m pip install --quiet mutmut==3.8.1
-	$(BIN)/mutmut run --max-children 2 $(MUTANTS)
+	$(BIN)/mutmut run --max-children 1 $(MUTANTS)
 	$(BIN)/mutmut results
 
 bench: $(STAMP)

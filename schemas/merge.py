@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field as dc_field
 from typing import Any, Callable
 
-from .clock import HLC_RE, parse
+from .clock import HLC_RE
 
 DELETED = "deleted"
 
@@ -288,7 +288,3 @@ def from_wire(wire: dict) -> dict:
         change["deleted"] = wire["tombstone"]["deleted"]
         change["deleted_hlc"] = wire["tombstone"]["hlc"]
     return change
-
-
-def node_of(clock: str) -> str:
-    return parse(clock).node

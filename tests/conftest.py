@@ -34,7 +34,12 @@ _UNTIMED = [HealthCheck.too_slow]
 settings.register_profile("fieldsync", deadline=None, suppress_health_check=_UNTIMED,
                           print_blob=True)
 settings.register_profile("ci", settings.get_profile("fieldsync"), database=None)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fieldsync"))
+# Under mutmut (docs/mutation.md) each mutant runs its tests in a pytest
+# session of its own: few examples there, the full count in `make test`.
+settings.register_profile("mutation", settings.get_profile("ci"), max_examples=15)
+MUTATION_RUN = "MUTANT_UNDER_TEST" in os.environ
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE",
+                                     "mutation" if MUTATION_RUN else "fieldsync"))
 
 USERS = {
     "admin": {"username": "admin", "password": "admin-pass-1", "role": "admin", "areas": []},
@@ -48,25 +53,46 @@ USERS = {
 }
 
 
-def run_cli(db_path, *args, input=None, check=True):
+def run_cli(db_path, *args, input=None, check=True, env=None):
     """Run `fieldsync-server --db DB ARGS…` as a real process."""
     proc = subprocess.run([*SERVER_CMD, "--db", str(db_path), *args], input=input,
-                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+                          capture_output=True, text=True, cwd=ROOT, timeout=60, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"fieldsync-server {' '.join(args)} failed:\n{proc.stdout}\n"
                              f"{proc.stderr}")
     return proc
 
 
-@pytest.fixture(scope="session")
-def template_db(tmp_path_factory):
-    """A database made by `init` and `user add`, copied by each test."""
-    path = tmp_path_factory.mktemp("template") / "fieldsync.db"
-    run_cli(path, "init")
+def _build_template(path, env=None):
+    run_cli(path, "init", env=env)
     for u in USERS.values():
         areas = [a for area in u["areas"] for a in ("--area", area)]
         run_cli(path, "user", "add", u["username"], "--role", u["role"], *areas,
-                input=u["password"] + "\n")
+                input=u["password"] + "\n", env=env)
+    return path
+
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory):
+    """A database made by `init` and `user add`, copied by each test.
+
+    Under mutmut, built once for the whole run (in `mutants/`, keyed by the
+    server's source) by the unmutated code: it is a fixture, not the code
+    under test, and five CLI runs with argon2 cost more than most mutants."""
+    if not MUTATION_RUN:
+        return _build_template(tmp_path_factory.mktemp("template") / "fieldsync.db")
+    import hashlib
+    digest = hashlib.sha256()
+    for source in sorted((ROOT / "server").rglob("*.py")):
+        digest.update(source.read_bytes())
+    path = ROOT / ".template-cache" / digest.hexdigest()[:16] / "fieldsync.db"
+    if not path.exists():
+        building = tmp_path_factory.mktemp("template") / "fieldsync.db"
+        env = {k: v for k, v in os.environ.items() if k != "MUTANT_UNDER_TEST"}
+        _build_template(building, env=env)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        copy_db(building, path.with_suffix(".building"))
+        os.replace(path.with_suffix(".building"), path)
     return path
 
 
