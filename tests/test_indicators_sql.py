@@ -10,6 +10,7 @@ women with two births), dates around the period's edges, ages at the
 missing values. Dates are valid ISO dates or null, as stored records give.
 Every indicator, breakdown and period answer must be identical.
 """
+import os
 from datetime import date, timedelta
 
 import orjson
@@ -22,7 +23,9 @@ from server.exports import area_clause
 from server.indicators import compute
 from tests import indicators_oracle as oracle
 
-PERSONS = [f"p{i}" for i in range(10)]
+WOMEN = [f"p{i}" for i in range(5)]
+CHILDREN = [f"p{i}" for i in range(5, 10)]
+PERSONS = WOMEN + CHILDREN
 PREGNANCIES = [f"g{i}" for i in range(5)]
 CLUBS = ["k0", "k1"]
 AREAS = ["QN.A.X", "QN.A.Y", "QN.A", "QN.B.X"]
@@ -39,17 +42,23 @@ def iso(d):
 
 # Around the periods: their edges fall on BASE ± a few days and months.
 days = st.one_of(st.none(), st.integers(-200, 200).map(lambda n: iso(BASE + timedelta(n))),
+                 st.integers(-20, 95).map(lambda n: iso(BASE + timedelta(n))),
+                 st.integers(-20, 95).map(lambda n: iso(BASE + timedelta(n))),
                  st.sampled_from(["2025-12-31", "2026-01-01", "2026-01-31", "2026-02-01",
                                   "2026-03-31", "2026-04-01", "2025-12-14", "2026-02-14"]))
 # A woman's date of birth: 13 to 52 years before a day near BASE.
 woman_dob = st.builds(lambda y, n: iso(date(2026 - y, 1, 1) + timedelta(n)),
                       st.integers(13, 52), st.integers(-40, 40))
-child_dob = st.integers(-1900, 60).map(lambda n: iso(BASE + timedelta(n)))
-ages = st.one_of(st.none(), st.sampled_from([0, 1, 181, 182, 183, 700, 1826, 1827]),
+child_dob = st.one_of(st.integers(-1900, 60), st.integers(-400, 60)).map(
+    lambda n: iso(BASE + timedelta(n)))
+ages = st.one_of(st.none(), st.integers(0, 1826), st.sampled_from([0, 1, 181, 182, 183, 700, 1826, 1827]),
                  st.integers(0, 1900))
 zs = st.sampled_from([None, -3.5, -3.0, -2.5, -2.0, -1.0, 0.0, 2.0, 2.5, 3.0, 3.5])
 person_ref = st.one_of(st.none(), st.sampled_from(PERSONS))
-preg_ref = st.one_of(st.none(), st.sampled_from(PREGNANCIES))
+woman_ref = st.one_of(st.none(), st.sampled_from(WOMEN), st.sampled_from(WOMEN))
+child_ref = st.one_of(st.none(), st.sampled_from(CHILDREN), st.sampled_from(CHILDREN),
+                      st.sampled_from(PERSONS))
+preg_ref = st.one_of(st.sampled_from(PREGNANCIES), st.sampled_from(PREGNANCIES), st.none())
 clock = st.sampled_from([None, "00:30", "08:00", "23:45"])
 
 
@@ -65,12 +74,13 @@ persons = st.fixed_dictionaries({
     "hi": st.sampled_from(["yes", "no", None]), "hif": days, "hit": days,
     "hio": st.sampled_from(["GD", "TE", None]), "reg": days})
 
-other_facts = st.one_of(
-    fact("pregnancy", person_ref, days, {
-        "wdob": st.one_of(st.none(), woman_dob), "lmp": days, "edd": days,
-        "prior": st.integers(0, 3), "st": st.sampled_from(["ongoing", "ended"])}),
+pregnancies = st.fixed_dictionaries({
+    "wdob": st.one_of(st.none(), woman_dob), "lmp": days, "edd": days,
+    "prior": st.integers(0, 4), "st": st.sampled_from(["ongoing", "ended"])})
+
+_FORMS = (
     fact("anc_visit", preg_ref, days, {
-        "ct": st.sampled_from(["anc_checkup", "anc_checkup", "vhw_home", None]),
+        "ct": st.sampled_from(["anc_checkup", "anc_checkup", "anc_checkup", "vhw_home", None]),
         "ga": st.one_of(st.none(), st.integers(-2, 44)), "lmp": days, "next": days,
         "danger": st.booleans(), "ref": st.sampled_from(["none", "CHS"]), "bf": st.booleans()}),
     fact("pregnancy_outcome", preg_ref, days, {
@@ -81,7 +91,7 @@ other_facts = st.one_of(
         "att": st.sampled_from(["midwife", "village_midwife", "doctor", "none", None]),
         "cbd": st.sampled_from(["yes", "no", None]),
         "mo": st.sampled_from(["alive_well", "died", None]), "mdd": days,
-        "babies": st.lists(st.tuples(person_ref, st.sampled_from(["male", "female", None]),
+        "babies": st.lists(st.tuples(child_ref, st.sampled_from(["male", "female", None]),
                                      st.sampled_from(["alive", "died_after_birth",
                                                       "stillbirth_fresh"])).map(list),
                            max_size=2)}),
@@ -90,11 +100,11 @@ other_facts = st.one_of(
         "dis": days, "role": st.sampled_from(["CHS_staff", "vhw"]),
         "ms": st.sampled_from(["alive", "died", None]), "mdd": days, "mdanger": st.booleans(),
         "ref": st.sampled_from(["none", "CHS"]),
-        "babies": st.lists(st.tuples(person_ref, st.sampled_from(["alive", "died"]),
+        "babies": st.lists(st.tuples(child_ref, st.sampled_from(["alive", "died"]),
                                      st.booleans(),
                                      st.sampled_from([True, False, None])).map(list),
                            max_size=2)}),
-    fact("growth", person_ref, days, {
+    fact("growth", child_ref, days, {
         "dob": st.one_of(st.none(), child_dob), "age": ages,
         "muac": st.sampled_from([None, 110, 118, 130]), "oed": st.booleans(),
         "ref": st.sampled_from(["none", "CHS"]), "cou": st.sampled_from([True, None]),
@@ -103,14 +113,14 @@ other_facts = st.one_of(
         "flags": st.lists(st.sampled_from(["waz", "haz", "whz", "baz"]), max_size=2,
                           unique=True),
         "nc": st.sampled_from(["sam", "mam", "normal", None])}),
-    fact("growth", person_ref, days, {   # v1: z-scores computed from the values
+    fact("growth", child_ref, days, {   # v1: z-scores computed from the values
         "dob": st.one_of(st.none(), child_dob), "age": ages,
         "muac": st.sampled_from([None, 110, 118, 130]), "oed": st.booleans(),
         "ref": st.just("none"), "cou": st.just(None),
         "w": st.sampled_from([None, 3.1, 7.5, 12.0]), "l": st.sampled_from([None, 52.0, 70.5,
                                                                             95.0]),
         "pos": st.sampled_from(["lying", "standing", None])}),
-    fact("nutrition_counselling", person_ref, days, {
+    fact("nutrition_counselling", child_ref, days, {
         "age": ages, "dob": st.one_of(st.none(), child_dob),
         "ebf": st.sampled_from([True, False, None])}),
     fact("cp_report", st.none(), days, {
@@ -128,23 +138,39 @@ other_facts = st.one_of(
     fact("club", st.none(), days, {"type": st.just("nutrition_club"),
                                    "st": st.sampled_from(["active", "inactive"])}),
 )
+other_facts = st.one_of(*_FORMS)
 
 
 @st.composite
 def fact_sets(draw):
+    """[(id, form, area, subject, day, f)]: persons, pregnancies each with
+    its outcomes, ANC contacts and PNC visits (mostly days 0-9 after the
+    birth), then any facts (any subject, or none)."""
     rows = []
-    for pid in draw(st.lists(st.sampled_from(PERSONS), unique=True, max_size=8)):
-        dob = draw(st.one_of(st.none(), woman_dob, child_dob))
+    for pid in draw(st.lists(st.sampled_from(PERSONS), unique=True, min_size=3, max_size=10)):
+        dob = draw(st.one_of(st.none(), *[woman_dob if pid in WOMEN else child_dob] * 3))
         rows.append((pid, "person", draw(st.sampled_from(AREAS)), None, dob, draw(persons)))
-    for i, (form, area, subject, d, f) in enumerate(draw(st.lists(other_facts, max_size=40))):
-        if form == "pregnancy":   # a pregnancy's record id is what its events name
-            rid = draw(st.sampled_from(PREGNANCIES + [f"x{i}"]))
-            if any(r[0] == rid for r in rows):
-                rid = f"x{i}"
-        else:
-            # Record ids in random order: the smallest-id rules must not follow insertion.
-            rid = f"r{draw(st.integers(0, 999)):03d}-{i}"
-        rows.append((rid, form, area, subject, d, f))
+    events = []
+    for gid in draw(st.lists(st.sampled_from(PREGNANCIES), unique=True, min_size=1,
+                             max_size=5)):
+        rows.append((gid, "pregnancy", draw(st.sampled_from(AREAS)), draw(woman_ref),
+                     draw(days), draw(pregnancies)))
+        born = None
+        for form, area, _, d, f in draw(st.lists(_FORMS[1], max_size=2)):
+            born = born or (d and date.fromisoformat(d))
+            events.append((form, area, draw(st.sampled_from([gid] * 5 + [None])), d, f))
+        for form, area, _, d, f in draw(st.lists(_FORMS[0], max_size=7)):
+            events.append((form, area, gid, d, f))
+        for form, area, _, d, f in draw(st.lists(_FORMS[2], max_size=3)):
+            after = draw(st.one_of(st.none(), st.integers(0, 9), st.integers(0, 3)))
+            if born and after is not None:
+                d = iso(born + timedelta(after))
+            events.append((form, area, gid, d, f))
+    events += (draw(st.lists(_FORMS[3], max_size=5)) + draw(st.lists(_FORMS[4], max_size=3))
+               + draw(st.lists(_FORMS[5], max_size=3)) + draw(st.lists(other_facts, max_size=20)))
+    for i, (form, area, subject, d, f) in enumerate(events):
+        # Record ids in random order: the smallest-id rules must not follow insertion.
+        rows.append((f"r{draw(st.integers(0, 999)):03d}-{i}", form, area, subject, d, f))
     return rows
 
 
@@ -161,7 +187,7 @@ def answers(db, module, scopes, start, end, cp_allowed):
         return module.indicators(db, clause, params, scopes, start, end, cp_allowed)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=int(os.environ.get("INDSQL_EXAMPLES", "300")), suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                     HealthCheck.too_slow,
                                                     HealthCheck.data_too_large])
 @given(rows=fact_sets(), scopes=st.sampled_from(SCOPES), period=st.sampled_from(PERIODS),
