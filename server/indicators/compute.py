@@ -548,10 +548,18 @@ def indicators(db, clause, params, scopes, start, end, cp_allowed=True):
     """Every indicator of `ORDER` for the facts matching `clause`, in that order."""
     facts = Facts(db, clause, params, scopes)
     tallies = {}
-    for part in (birth_indicators, deaths, breastfeeding, nutrition, status):
-        tallies.update(part(facts, start, end))
-    if cp_allowed:
-        tallies.update(protection(facts, start, end))
+    # Read through SQLite's page cache, not the memory map: a province's
+    # scan would otherwise map (and count in the process's RSS) most of the
+    # file. Set back for the connection's next user.
+    mmap = db.conn.execute("PRAGMA mmap_size").fetchone()[0]
+    db.conn.execute("PRAGMA mmap_size = 0")
+    try:
+        for part in (birth_indicators, deaths, breastfeeding, nutrition, status):
+            tallies.update(part(facts, start, end))
+        if cp_allowed:
+            tallies.update(protection(facts, start, end))
+    finally:
+        db.conn.execute(f"PRAGMA mmap_size = {int(mmap)}")
     out = []
     for ident in ORDER:
         if ident == "group_sessions":
