@@ -41,16 +41,21 @@ def iso(d):
 
 
 # Around the periods: their edges fall on BASE ± a few days and months.
+# Few distinct days, so that records meet on the same day and at the edges.
+EDGES = ["2025-12-14", "2025-12-15", "2025-12-31", "2026-01-01", "2026-01-02", "2026-01-31",
+         "2026-02-01", "2026-02-14", "2026-02-15", "2026-03-31", "2026-04-01", "2026-06-30"]
 days = st.one_of(st.none(), st.integers(-200, 200).map(lambda n: iso(BASE + timedelta(n))),
                  st.integers(-20, 95).map(lambda n: iso(BASE + timedelta(n))),
-                 st.integers(-20, 95).map(lambda n: iso(BASE + timedelta(n))),
-                 st.sampled_from(["2025-12-31", "2026-01-01", "2026-01-31", "2026-02-01",
-                                  "2026-03-31", "2026-04-01", "2025-12-14", "2026-02-14"]))
+                 st.sampled_from(EDGES), st.sampled_from(EDGES))
 # A woman's date of birth: 13 to 52 years before a day near BASE.
 woman_dob = st.builds(lambda y, n: iso(date(2026 - y, 1, 1) + timedelta(n)),
                       st.integers(13, 52), st.integers(-40, 40))
-child_dob = st.one_of(st.integers(-1900, 60), st.integers(-400, 60)).map(
-    lambda n: iso(BASE + timedelta(n)))
+child_dob = st.one_of(
+    st.integers(-1900, 60).map(lambda n: iso(BASE + timedelta(n))),
+    st.integers(-400, 60).map(lambda n: iso(BASE + timedelta(n))),
+    # 730 days (counselling_u2) and 182 days before a period's last day, ± 1
+    st.builds(lambda p, limit, d: iso(p[1] - timedelta(limit + d)),
+              st.sampled_from(PERIODS), st.sampled_from([182, 730]), st.integers(-1, 1)))
 ages = st.one_of(st.none(), st.integers(0, 1826), st.sampled_from([0, 1, 181, 182, 183, 700, 1826, 1827]),
                  st.integers(0, 1900))
 zs = st.sampled_from([None, -3.5, -3.0, -2.5, -2.0, -1.0, 0.0, 2.0, 2.5, 3.0, 3.5])
@@ -81,7 +86,8 @@ pregnancies = st.fixed_dictionaries({
 _FORMS = (
     fact("anc_visit", preg_ref, days, {
         "ct": st.sampled_from(["anc_checkup", "anc_checkup", "anc_checkup", "vhw_home", None]),
-        "ga": st.one_of(st.none(), st.integers(-2, 44)), "lmp": days, "next": days,
+        "ga": st.one_of(st.none(), st.integers(-2, 44), st.sampled_from([13, 14, 27, 28])),
+        "lmp": days, "next": days,
         "danger": st.booleans(), "ref": st.sampled_from(["none", "CHS"]), "bf": st.booleans()}),
     fact("pregnancy_outcome", preg_ref, days, {
         "type": st.sampled_from(["live_birth", "live_birth", "stillbirth", "miscarriage",
