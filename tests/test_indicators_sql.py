@@ -9,8 +9,10 @@ women with two births), dates around the period's edges, ages at the
 15/18/20/35/49 years and 182/183/730/1826-day limits, z-scores at ±2 and ±3,
 missing values. Dates are valid ISO dates or null, as stored records give.
 Every indicator, breakdown and period answer must be identical.
+(INDSQL_EXAMPLES=3000 runs more examples, by hand.)
 """
 import os
+import sqlite3
 from datetime import date, timedelta
 
 import orjson
@@ -22,6 +24,7 @@ from server.db import connect, read_snapshot, write_transaction
 from server.exports import area_clause
 from server.indicators import compute
 from tests import indicators_oracle as oracle
+from tests.conftest import run_cli
 
 WOMEN = [f"p{i}" for i in range(5)]
 CHILDREN = [f"p{i}" for i in range(5, 10)]
@@ -211,3 +214,37 @@ def test_sql_indicators_equal_the_python_oracle(facts_db, rows, scopes, period, 
     for want, have in zip(expected, got):
         assert have == want, want["id"]
     assert [r["id"] for r in got] == [r["id"] for r in expected]
+
+
+def test_migration_11_indexes_an_existing_database_and_keeps_its_figures(db_path):
+    # A database from before migration 11 (facts, no subject index): `init`
+    # adds the index, keeps every fact, and the report still equals the oracle.
+    rows = [("w1", "person", "QN.A.X", None, "1996-05-01", {"eth": "09", "sex": "female"}),
+            ("g1", "pregnancy", "QN.A.X", "w1", "2025-06-01", {"prior": 1}),
+            ("o1", "pregnancy_outcome", "QN.A.X", "g1", "2026-01-10", {
+                "type": "live_birth", "place": "home", "att": "midwife",
+                "babies": [["c1", "male", "alive"]]}),
+            ("v1", "pnc_visit", "QN.A.X", "g1", "2026-01-11", {
+                "dp": 1, "role": "CHS_staff", "babies": [["c1", "alive", False, True]]}),
+            ("v2", "pnc_visit", "QN.A.X", "g1", "2026-01-15", {"dp": 5, "role": "vhw"})]
+    for i, ga in enumerate((10, 20, 30)):
+        rows.append((f"a{i}", "anc_visit", "QN.A.X", "g1", f"2025-0{7 + i}-01",
+                     {"ct": "anc_checkup", "ga": ga}))
+    conn = sqlite3.connect(db_path)
+    conn.execute("DROP INDEX IF EXISTS idx_facts_subject")
+    conn.executemany("INSERT INTO facts (id, form, area, subject, day, f) VALUES (?, ?, ?, ?, ?, ?)",
+                     [(*r[:5], orjson.dumps(r[5]).decode()) for r in rows])
+    conn.execute("PRAGMA user_version = 10")
+    conn.commit()
+    conn.close()
+    run_cli(db_path, "init")
+    db = connect(str(db_path))
+    assert migrations.current_version(db) == migrations.latest_version()
+    assert db.execute("SELECT sql FROM sqlite_master WHERE name = 'idx_facts_subject'"
+                      ).fetchone() is not None
+    assert db.execute("SELECT count(*) FROM facts").fetchone()[0] == len(rows)
+    start, end = date(2026, 1, 1), date(2026, 3, 31)
+    got = answers(db, compute, ["QN.A"], start, end, True)
+    assert got == answers(db, oracle, ["QN.A"], start, end, True)
+    by_id = {r["id"]: r for r in got}
+    assert by_id["anc4_vn"]["numerator"] == 1 and by_id["pnc_42d"]["numerator"] == 1
