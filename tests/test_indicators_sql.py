@@ -59,7 +59,8 @@ child_dob = st.one_of(
     # 730 days (counselling_u2) and 182 days before a period's last day, ± 1
     st.builds(lambda p, limit, d: iso(p[1] - timedelta(limit + d)),
               st.sampled_from(PERIODS), st.sampled_from([182, 730]), st.integers(-1, 1)))
-ages = st.one_of(st.none(), st.integers(0, 1826), st.sampled_from([0, 1, 181, 182, 183, 700, 1826, 1827]),
+ages = st.one_of(st.none(), st.integers(0, 1826),
+                 st.sampled_from([0, 1, 181, 182, 183, 700, 1826, 1827]),
                  st.integers(0, 1900))
 zs = st.sampled_from([None, -3.5, -3.0, -2.5, -2.0, -1.0, 0.0, 2.0, 2.5, 3.0, 3.5])
 person_ref = st.one_of(st.none(), st.sampled_from(PERSONS))
@@ -196,9 +197,9 @@ def answers(db, module, scopes, start, end, cp_allowed):
         return module.indicators(db, clause, params, scopes, start, end, cp_allowed)
 
 
-@settings(max_examples=int(os.environ.get("INDSQL_EXAMPLES", "300")), suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                    HealthCheck.too_slow,
-                                                    HealthCheck.data_too_large])
+@settings(max_examples=int(os.environ.get("INDSQL_EXAMPLES", "300")),
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                 HealthCheck.data_too_large])
 @given(rows=fact_sets(), scopes=st.sampled_from(SCOPES), period=st.sampled_from(PERIODS),
        cp_allowed=st.booleans())
 def test_sql_indicators_equal_the_python_oracle(facts_db, rows, scopes, period, cp_allowed):
@@ -232,7 +233,8 @@ def test_migration_11_indexes_an_existing_database_and_keeps_its_figures(db_path
                      {"ct": "anc_checkup", "ga": ga}))
     conn = sqlite3.connect(db_path)
     conn.execute("DROP INDEX IF EXISTS idx_facts_subject")
-    conn.executemany("INSERT INTO facts (id, form, area, subject, day, f) VALUES (?, ?, ?, ?, ?, ?)",
+    conn.executemany("INSERT INTO facts (id, form, area, subject, day, f) "
+                     "VALUES (?, ?, ?, ?, ?, ?)",
                      [(*r[:5], orjson.dumps(r[5]).decode()) for r in rows])
     conn.execute("PRAGMA user_version = 10")
     conn.commit()
