@@ -1,6 +1,6 @@
 """Indicator report and work list speed (issue 15), printed, never asserted.
 
-    .venv/bin/python bench/indicators.py [--quick | --smoke] [--records N]
+    .venv/bin/python bench/indicators.py [--quick | --smoke] [--records N] [--fresh]
 
 Builds a migrated database whose `facts` table holds N records' facts
 (a province: 10 districts x 10 communes x 5 villages; persons, pregnancies,
@@ -10,11 +10,17 @@ fresh child process (so its peak RSS is the report's own):
 - the province's indicator report for a year (goal <= 10 s, RSS <= 200 MB at 1M);
 - one commune-month (goal <= 200 ms);
 - one commune's sam_mam work list (goal <= 200 ms).
+
+Each line gives wall and CPU time, peak RSS and the machine's load average
+(the machine may be shared). Generating 1M records takes minutes: the
+database is kept in bench/.cache/ (keyed by size, seed and `BUILD_VERSION`)
+and reused; `--fresh` builds it again.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import subprocess
 import sys
@@ -31,6 +37,9 @@ from server.db import connect, write_transaction  # noqa: E402
 from server.indicators import facts  # noqa: E402
 
 COMMUNE = "QN.D0.C0"
+#: Bump when `build` changes what it generates, so cached databases are rebuilt.
+BUILD_VERSION = 1
+CACHE = Path(__file__).resolve().parent / ".cache"
 
 
 def build(path, n, seed=1):
@@ -92,6 +101,7 @@ def build(path, n, seed=1):
             flush()
     flush()
     db.execute("ANALYZE")
+    db.conn.close()   # the last connection: checkpoints and removes the WAL
     return made
 
 
@@ -105,15 +115,20 @@ from server import worklists
 db = connect(sys.argv[1]); what, area, start, end = sys.argv[2:6]
 scopes = [area]
 clause, params = area_clause(scopes)
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 if what == "indicators":
     out = compute.indicators(db, clause, params, scopes, date.fromisoformat(start),
                              date.fromisoformat(end))
 else:
     out = worklists.worklist(db, {"role": "admin", "areas": []}, what, area,
                              date.fromisoformat(end))
-dt = time.perf_counter() - t0
-print(json.dumps({"seconds": dt, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1000}))
+dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+# VmHWM, not ru_maxrss: on Linux ru_maxrss keeps the parent's peak across
+# fork and exec, so a parent that mapped the database would be counted.
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status")
+           if line.startswith("VmHWM:")) if sys.platform == "linux" else \
+    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"seconds": dt, "cpu_s": cpu, "rss_mb": hwm / 1000}))
 """
 
 
@@ -122,24 +137,57 @@ def timed(path, what, area, start, end):
                           capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
     if proc.returncode:
         raise RuntimeError(proc.stderr[-800:])
-    return json.loads(proc.stdout)
+    out = json.loads(proc.stdout)
+    out["load"] = os.getloadavg()[0]
+    return out
 
 
-def run(mode="full", records=None):
+def database(n, fresh=False):
+    """`(path, records)` of a built database of `n` records, from the cache
+    when there is one."""
+    CACHE.mkdir(exist_ok=True)
+    path = CACHE / f"indicators-{n}-seed1-v{BUILD_VERSION}.db"
+    if path.exists() and not fresh:
+        db = connect(str(path))
+        migrations.migrate(db)   # a cached file from before a new migration
+        made = db.execute("SELECT count(*) FROM facts").fetchone()[0]
+        print(f"reusing {path.name} ({made:,} records' facts)", flush=True)
+        return path, made
+    part = path.with_suffix(".part")
+    part.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    made = build(part, n)
+    os.replace(part, path)
+    print(f"built {made:,} records' facts in {time.perf_counter() - t0:.1f} s", flush=True)
+    return path, made
+
+
+def _line(what, r, goal):
+    return (f"{what}: {r['seconds'] * 1000:,.0f} ms wall, {r['cpu_s'] * 1000:,.0f} ms CPU, "
+            f"peak RSS {r['rss_mb']:.0f} MB, load {r['load']:.1f} ({goal})")
+
+
+def run(mode="full", records=None, fresh=False):
     n = records or {"full": 1_000_000, "quick": 50_000, "smoke": 2_000}[mode]
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "ind.db"
-        t0 = time.perf_counter()
-        made = build(path, n)
-        print(f"built {made:,} records' facts in {time.perf_counter() - t0:.1f} s", flush=True)
-        prov = timed(path, "indicators", "QN", "2026-01-01", "2026-12-31")
-        month = timed(path, "indicators", COMMUNE, "2026-03-01", "2026-03-31")
-        wl = timed(path, "sam_mam", COMMUNE, "", "2026-12-01")
-    print(f"province report, {made:,} records: {prov['seconds']:.2f} s, peak RSS "
-          f"{prov['rss_mb']:.0f} MB (goal <= 10 s, <= 200 MB at 1M)")
-    print(f"commune-month report: {month['seconds'] * 1000:.0f} ms (goal <= 200 ms)")
-    print(f"commune sam_mam work list: {wl['seconds'] * 1000:.0f} ms (goal <= 200 ms)")
-    return {"records": made, "province_s": prov["seconds"], "province_rss_mb": prov["rss_mb"],
+    if mode == "smoke" and not records:
+        with tempfile.TemporaryDirectory() as tmp:   # too small to keep
+            path = Path(tmp) / "ind.db"
+            made = build(path, n)
+            return _report(path, made)
+    path, made = database(n, fresh)
+    return _report(path, made)
+
+
+def _report(path, made):
+    prov = timed(path, "indicators", "QN", "2026-01-01", "2026-12-31")
+    month = timed(path, "indicators", COMMUNE, "2026-03-01", "2026-03-31")
+    wl = timed(path, "sam_mam", COMMUNE, "", "2026-12-01")
+    print(_line(f"province report for a year, {made:,} records", prov,
+                "goal <= 10 s, <= 200 MB at 1M"))
+    print(_line("commune-month report", month, "goal <= 200 ms"))
+    print(_line("commune sam_mam work list", wl, "goal <= 200 ms"))
+    return {"records": made, "province_s": prov["seconds"], "province_cpu_s": prov["cpu_s"],
+            "province_rss_mb": prov["rss_mb"], "load": prov["load"],
             "commune_month_ms": month["seconds"] * 1000, "worklist_ms": wl["seconds"] * 1000}
 
 
@@ -149,5 +197,6 @@ if __name__ == "__main__":
     g.add_argument("--quick", action="store_true")
     g.add_argument("--smoke", action="store_true")
     p.add_argument("--records", type=int)
+    p.add_argument("--fresh", action="store_true", help="build the database again")
     a = p.parse_args()
-    run("smoke" if a.smoke else "quick" if a.quick else "full", a.records)
+    run("smoke" if a.smoke else "quick" if a.quick else "full", a.records, a.fresh)

@@ -230,6 +230,15 @@ def m010_rebuild_indicator_facts(db):
     facts.backfill(db)
 
 
+@migration
+def m011_facts_subject_index(db):
+    # The indicators aggregate in SQL (issue 15: a province of 1M records):
+    # a birth's PNC visits and a pregnancy's ANC contacts are found by
+    # subject. Subject first, so that a scan of one form in an area keeps
+    # using idx_facts_form_area (a commune's report and work lists).
+    db.execute("CREATE INDEX IF NOT EXISTS idx_facts_subject ON facts (subject, form, day)")
+
+
 def current_version(db):
     return db.execute("PRAGMA user_version").fetchone()[0]
 

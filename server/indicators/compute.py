@@ -19,7 +19,8 @@ Rules (DOMAIN §2 and its notes):
   `mother_age` (<18, 18-19, 20-34, >=35 completed years at the outcome),
   `sex` of the child where DOMAIN says, `area` one level below the scope.
 """
-from collections import defaultdict
+import re
+from collections import Counter, defaultdict
 from datetime import date, datetime, time, timedelta
 
 import orjson
@@ -72,6 +73,21 @@ class Facts:
         self.db, self.clause, self.params = db, clause, params
         self.depth = None if not scopes else min(len(s.split(".")) for s in scopes) + 1
         self._cache = {}
+        # The scope as named parameters (:s0, :s1, ...), for queries that use
+        # it several times, and per table alias (`on`).
+        self.named = {f"s{i}": v for i, v in enumerate(params)}
+        marks = iter(self.named)
+        self._named_clause = re.sub(r"\?", lambda _: ":" + next(marks), clause)
+        self._areas = {}
+
+    def on(self, alias=None):
+        """The scope clause with named parameters, on `alias.area`."""
+        if alias is None:
+            return self._named_clause
+        return re.sub(r"\barea\b", f"{alias}.area", self._named_clause)
+
+    def sql(self, sql, **params):
+        return self.db.conn.execute(sql, {**self.named, **params})
 
     def rows(self, form):
         """[(id, area, subject, day, f)] of `form` in scope, by record id."""
@@ -83,8 +99,9 @@ class Facts:
         return self._cache[form]
 
     def sub_area(self, area):
-        parts = area.split(".")
-        return ".".join(parts[:self.depth or 1])
+        if area not in self._areas:
+            self._areas[area] = ".".join(area.split(".")[:self.depth or 1])
+        return self._areas[area]
 
     def persons(self):
         if "_persons" not in self._cache:
@@ -132,21 +149,29 @@ class Tally:
 
     def __init__(self, count_only=False):
         self.count_only = count_only
-        self.num = self.den = 0
-        self.by = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+        # (hit, groups, counted) -> units: many units share few keys, so
+        # counting them here and folding once in `out` is cheap.
+        self.calls = Counter()
 
-    def add(self, hit, groups, counted=True):
-        """One unit: in the numerator if `hit`; in the headline if `counted`
+    def add(self, hit, groups, counted=True, n=1):
+        """`n` units: in the numerator if `hit`; in the headline if `counted`
         (else only in its groups: e.g. all-ages breakdowns of a 15–49 figure)."""
-        if counted:
-            self.num += bool(hit)
-            self.den += 1
-        for name, group in groups.items():
-            if group is None:
-                continue
-            cell = self.by[name][group]
-            cell[0] += bool(hit)
-            cell[1] += 1
+        self.calls[bool(hit), tuple(groups.items()), counted] += n
+
+    def _fold(self):
+        num = den = 0
+        by = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+        for (hit, groups, counted), n in self.calls.items():
+            if counted:
+                num += hit * n
+                den += n
+            for name, group in groups:
+                if group is None:
+                    continue
+                cell = by[name][group]
+                cell[0] += hit * n
+                cell[1] += n
+        return num, den, by
 
     def out(self, ident):
         def cell(n, d):
@@ -154,55 +179,106 @@ class Tally:
                 return {"numerator": n, "denominator": None, "value": n}
             return {"numerator": n, "denominator": d,
                     "value": round(100.0 * n / d, 1) if d else None}
-        return {"id": ident, **cell(self.num, self.den),
+        num, den, by = self._fold()
+        return {"id": ident, **cell(num, den),
                 "by": {name: {g: cell(*c) for g, c in sorted(groups.items())}
-                       for name, groups in sorted(self.by.items())}}
+                       for name, groups in sorted(by.items())}}
 
 
-def _births(facts, start, end, types=("live_birth",)):
-    """[(pregnancy id, area, outcome date, f)] of outcomes of `types` in the period."""
-    s, e = start.isoformat(), end.isoformat()
-    return [(pid, area, day(d), f) for pid, (rid, area, d, f) in facts.outcomes().items()
-            if d and s <= d <= e and f.get("type") in types]
+# The computation runs in SQL over the scope's facts: each query below reads
+# them once and answers a row per birth or per child, or counts per group, so
+# no form is held whole in Python (issue 15: a province of 1M records). The
+# rules are those of the docstring; tests/test_indicators_sql.py checks every
+# answer against the Python computation they replaced (tests/indicators_oracle.py).
+
+#: One outcome per pregnancy (the smallest record id), as `Facts.outcomes`.
+_OUTCOMES = """SELECT coalesce(nullif(subject, ''), id) AS pid, min(id) AS rid, area, day, f
+    FROM facts WHERE form = 'pregnancy_outcome' AND {c} GROUP BY 1"""
 
 
-def _mother_groups(facts, pid, area, on):
-    woman, eth, age = facts.mother(pid, on)
-    return woman, age, {"ethnicity": eth, "mother_age": age_group(age),
-                        "area": facts.sub_area(area)}
+def _person(facts, alias, on):
+    """A LEFT JOIN of the person record `on` names, in scope (by primary key)."""
+    return (f"LEFT JOIN facts AS {alias} ON {alias}.id = {on} AND {alias}.form = 'person' "
+            f"AND {facts.on(alias)}")
 
 
-def _ga_weeks(visit_f, visit_day, preg_f):
-    if visit_f.get("ga") is not None:
-        return visit_f["ga"]
-    lmp = day(visit_f.get("lmp")) or day(preg_f.get("lmp"))
-    if lmp is None and day(preg_f.get("edd")):
-        lmp = day(preg_f["edd"]) - timedelta(days=280)
-    return None if lmp is None or visit_day is None else (visit_day - lmp).days // 7
+def _pregnancy(facts, alias, on):
+    return (f"LEFT JOIN facts AS {alias} ON {alias}.id = {on} AND {alias}.form = 'pregnancy' "
+            f"AND {facts.on(alias)}")
 
 
-def _anc_contacts(facts, pid):
-    """(number of ANC check-ups incl. unrecorded prior ones, trimesters covered)."""
-    preg_f = facts.pregnancies().get(pid, (None, {}))[1]
-    dates, trimesters = set(), set()
-    for d, _, _, f in facts.by_subject("anc_visit").get(pid, ()):
-        if f.get("ct") != "anc_checkup" or d in dates:
-            continue
-        dates.add(d)
-        ga = _ga_weeks(f, day(d), preg_f)
-        if ga is not None:
-            trimesters.add(1 if ga <= 13 else 2 if ga <= 27 else 3)
-    return len(dates) + int(preg_f.get("prior") or 0), trimesters
+def _anc_contacts(facts):
+    """{pregnancy id: (ANC check-up dates, trimester 1, 2, 3 covered)}: one
+    check-up per date (the first recorded), its trimester from its
+    gestational age, else from the LMP of the visit or the pregnancy, else
+    from the EDD."""
+    c = facts.on()
+    # Every pregnancy of the scope: one pass over its ANC contacts costs less
+    # than finding those of the period's births one by one.
+    sql = f"""WITH a AS (SELECT subject AS pid, day, min(id), f ->> 'ga' AS ga, f ->> 'lmp' AS lmp
+          FROM facts WHERE form = 'anc_visit' AND {c} AND f ->> 'ct' = 'anc_checkup'
+          GROUP BY subject, day),
+    t AS (SELECT pid, count(*) AS n, max(ga <= 13) AS t1, max(ga > 13 AND ga <= 27) AS t2,
+                 max(ga > 27) AS t3
+          FROM (SELECT a.pid, coalesce(a.ga, floor((julianday(a.day) - julianday(coalesce(
+                    a.lmp, p.f ->> 'lmp', date(p.f ->> 'edd', '-280 days')))) / 7.0)) AS ga
+                FROM a {_pregnancy(facts, "p", "a.pid")})
+          GROUP BY pid)
+    SELECT * FROM t"""
+    return {pid: (n, t1, t2, t3) for pid, n, t1, t2, t3 in facts.sql(sql)}
 
 
-def anc(facts, start, end):
+def _births(facts, start, end):
+    """Births of the period (live births and stillbirths), by outcome record id:
+    (pid, outcome date, f, woman, mother's age, groups, ANC check-ups incl.
+    unrecorded prior ones, trimesters covered, PNC visits [[day, id, f]])."""
+    c = facts.on()
+    sql = f"""WITH o AS ({_OUTCOMES.format(c=c)}),
+    b AS MATERIALIZED (SELECT * FROM o WHERE day BETWEEN :start AND :end
+                       AND f ->> 'type' IN ('live_birth', 'stillbirth'))
+    SELECT b.pid, b.area, b.day, b.f, p.subject, coalesce(w.day, p.f ->> 'wdob'),
+           w.f ->> 'eth', coalesce(p.f ->> 'prior', 0),
+           (SELECT json_group_array(json_array(v.day, v.id, json(v.f))) FROM facts AS v
+            WHERE v.form = 'pnc_visit' AND v.subject = b.pid AND {facts.on("v")})
+    FROM b {_pregnancy(facts, "p", "b.pid")} {_person(facts, "w", "p.subject")}
+    ORDER BY b.rid"""
+    anc = _anc_contacts(facts)
+    rows = facts.sql(sql, start=start.isoformat(), end=end.isoformat())
+    for pid, area, d, f, woman, mdob, eth, prior, visits in rows:
+        n, t1, t2, t3 = anc.get(pid, (0, None, None, None))
+        n += prior
+        on = day(d)
+        age = years(day(mdob), on)
+        groups = {"ethnicity": ethnicity(eth), "mother_age": age_group(age),
+                  "area": facts.sub_area(area)}
+        yield (pid, on, orjson.loads(f), woman, age, groups, int(n),
+               {i for i, hit in ((1, t1), (2, t2), (3, t3)) if hit},
+               orjson.loads(visits) if visits else [])
+
+
+def birth_indicators(facts, start, end):
+    """anc4, anc4_vn, facility_delivery, skilled_attendance, pnc_48h,
+    home_visit_tt30, pnc_42d: one pass over the period's births."""
     who, vn = Tally(), Tally()
+    fac, sba = Tally(), Tally()
     per_woman = {}
-    for pid, area, on, f in _births(facts, start, end, ("live_birth",)):
-        woman, age, groups = _mother_groups(facts, pid, area, on)
-        per_woman[woman or pid] = (pid, age, groups)   # one per woman: her last in rows
-    for pid, age, groups in per_woman.values():
-        n, _ = _anc_contacts(facts, pid)
+    h48, tt30, d42 = Tally(), Tally(), Tally()
+    for pid, on, f, woman, age, groups, n, trimesters, visits in _births(facts, start, end):
+        live = f.get("type") == "live_birth"
+        if live:
+            per_woman[woman or pid] = (age, groups, n)   # one per woman: her last by id
+            for child, sex, status in f.get("babies") or ():
+                if status not in LIVE:
+                    continue   # stillbirths are not live births
+                g = {**groups, "sex": sex_group(sex)}
+                fac.add(f.get("place") in FACILITY, g)
+                sba.add(f.get("att") in SKILLED, g)
+                sba.add(f.get("att") == "village_midwife", {"attendant": "village_midwife"},
+                        counted=False)
+        vn.add(n >= 4 and trimesters == {1, 2, 3}, groups)
+        visits.sort(key=lambda v: (v[0] or "", v[1]))
+        _postnatal(h48, tt30, d42, on, f, groups, visits)
+    for age, groups, n in per_woman.values():
         band = age is not None and 15 <= age <= 49
         who.add(n >= 4, {k: v for k, v in groups.items() if k != "mother_age"} if band else {},
                 counted=band)
@@ -210,48 +286,8 @@ def anc(facts, start, end):
                 counted=False)
         if band:
             who.add(n >= 4, {"age_band": "15-49"}, counted=False)
-    for pid, area, on, f in _births(facts, start, end, ("live_birth", "stillbirth")):
-        _, _, groups = _mother_groups(facts, pid, area, on)
-        n, trimesters = _anc_contacts(facts, pid)
-        vn.add(n >= 4 and trimesters == {1, 2, 3}, groups)
-    return {"anc4": who, "anc4_vn": vn}
-
-
-def births(facts, start, end):
-    fac, sba, deaths = Tally(), Tally(), Tally(count_only=True)
-    for pid, area, on, f in _births(facts, start, end):
-        _, _, groups = _mother_groups(facts, pid, area, on)
-        for child, sex, status in f.get("babies") or ():
-            if status not in LIVE:
-                continue   # stillbirths are not live births
-            g = {**groups, "sex": sex_group(sex)}
-            fac.add(f.get("place") in FACILITY, g)
-            sba.add(f.get("att") in SKILLED, g)
-            sba.add(f.get("att") == "village_midwife", {"attendant": "village_midwife"},
-                    counted=False)
-    # Pregnancy-related deaths: one per woman, from the three sources.
-    dead = {}
-    for pid, (rid, area, d, f) in facts.outcomes().items():
-        if f.get("mo") == "died":
-            dead.setdefault(facts.mother(pid, None)[0] or pid, (pid, area, f.get("mdd") or d))
-    for pid, visits in facts.by_subject("pnc_visit").items():
-        for d, rid, area, f in visits:
-            if f.get("ms") == "died":
-                dead.setdefault(facts.mother(pid, None)[0] or pid, (pid, area, f.get("mdd") or d))
-    for rid, (f, area) in facts.persons().items():
-        if f.get("vs") == "died" and f.get("dpr") == "pregnant_or_within_42d":
-            dead.setdefault(rid, (None, area, f.get("dod")))
-    persons = facts.persons()
-    for woman, (pid, area, d) in dead.items():
-        on = day(d)
-        if on is None or not start <= on <= end:
-            continue
-        pf = (persons.get(woman) or ({}, None))[0]
-        dob = day(pf.get("dob")) or day(facts.pregnancies().get(pid, (None, {}))[1].get("wdob"))
-        deaths.add(True, {"ethnicity": ethnicity(pf.get("eth")),
-                          "mother_age": age_group(years(dob, on)), "area": facts.sub_area(area)})
-    return {"facility_delivery": fac, "skilled_attendance": sba,
-            "pregnancy_related_deaths": deaths}
+    return {"anc4": who, "anc4_vn": vn, "facility_delivery": fac, "skilled_attendance": sba,
+            "pnc_48h": h48, "home_visit_tt30": tt30, "pnc_42d": d42}
 
 
 def _clock(text):
@@ -271,164 +307,194 @@ def _within_48h(on, birth_time, visit_day, visit_time):
     return 0 <= (visit_day - on).days <= 2
 
 
-def postnatal(facts, start, end):
-    h48, tt30, d42 = Tally(), Tally(), Tally()
-    visits_of = facts.by_subject("pnc_visit")
-    for pid, area, on, f in _births(facts, start, end, ("live_birth", "stillbirth")):
-        _, _, groups = _mother_groups(facts, pid, area, on)
-        facility = f.get("place") in FACILITY
-        checked = facility and f.get("cbd") == "yes"
-        visits = []
-        for d, _, _, v in visits_of.get(pid, ()):
-            vd = day(d)
-            if vd is not None:
-                visits.append(((vd - on).days, vd, v))
-        early = [v for _, vd, v in visits if _within_48h(on, f.get("time"), vd, v.get("time"))]
-        h48.add(checked or bool(early), {**groups, "subject": "mother"})
-        # The newborn version (DOMAIN §2.5a): each live-born baby, checked
-        # before discharge or seen at a visit within 48 h that records it.
-        seen = {b[0] for v in early for b in v.get("babies") or ()}
-        for child, _, status in f.get("babies") or ():
-            if f.get("type") == "live_birth" and status in LIVE:
-                h48.add(checked or (child in seen if child else bool(seen)),
-                        {"subject": "newborn"}, counted=False)
-        d42.add(checked or any(0 <= dp <= 42 and v.get("role") == "CHS_staff"
-                               for dp, _, v in visits), groups)
-        # Denominator: births of P, mother alive at delivery. A live birth or a
-        # stillbirth was delivered, so the mother was alive then even when she
-        # died after it (died_undelivered is its own outcome type): her newborn
-        # still needs its visits, so the birth stays in.
-        if facility:
-            discharge = next((day(v["dis"]) for _, _, v in visits if v.get("dis")), None)
-            ok = any((vd - discharge).days <= 7 if discharge else dp <= 7
-                     for dp, vd, _ in visits if dp >= 0)
-        else:
-            firsts = sorted({vd for dp, vd, _ in visits if dp >= 0})   # one visit per date
-            ok = (len(firsts) >= 2 and (firsts[0] - on).days <= 1
-                  and (firsts[1] - firsts[0]).days <= 7)
-        tt30.add(ok, groups)
-    return {"pnc_48h": h48, "home_visit_tt30": tt30, "pnc_42d": d42}
+def _postnatal(h48, tt30, d42, on, f, groups, pnc):
+    """One birth's pnc_48h, pnc_42d and home_visit_tt30, from its PNC visits
+    [[day, id, f]] sorted by day and id."""
+    facility = f.get("place") in FACILITY
+    checked = facility and f.get("cbd") == "yes"
+    visits = []
+    for d, _, v in pnc:
+        vd = day(d)
+        if vd is not None:
+            visits.append(((vd - on).days, vd, v))
+    early = [v for _, vd, v in visits if _within_48h(on, f.get("time"), vd, v.get("time"))]
+    h48.add(checked or bool(early), {**groups, "subject": "mother"})
+    # The newborn version (DOMAIN §2.5a): each live-born baby, checked
+    # before discharge or seen at a visit within 48 h that records it.
+    seen = {b[0] for v in early for b in v.get("babies") or ()}
+    for child, _, status in f.get("babies") or ():
+        if f.get("type") == "live_birth" and status in LIVE:
+            h48.add(checked or (child in seen if child else bool(seen)),
+                    {"subject": "newborn"}, counted=False)
+    d42.add(checked or any(0 <= dp <= 42 and v.get("role") == "CHS_staff"
+                           for dp, _, v in visits), groups)
+    # Denominator: births of P, mother alive at delivery. A live birth or a
+    # stillbirth was delivered, so the mother was alive then even when she
+    # died after it (died_undelivered is its own outcome type): her newborn
+    # still needs its visits, so the birth stays in.
+    if facility:
+        discharge = next((day(v["dis"]) for _, _, v in visits if v.get("dis")), None)
+        ok = any((vd - discharge).days <= 7 if discharge else dp <= 7
+                 for dp, vd, _ in visits if dp >= 0)
+    else:
+        firsts = sorted({vd for dp, vd, _ in visits if dp >= 0})   # one visit per date
+        ok = (len(firsts) >= 2 and (firsts[0] - on).days <= 1
+              and (firsts[1] - firsts[0]).days <= 7)
+    tt30.add(ok, groups)
 
 
-def _child_groups(facts, child, area, sex=None):
-    pf = (facts.persons().get(child) or ({}, None))[0]
-    return {"ethnicity": ethnicity(pf.get("eth")), "sex": sex_group(sex or pf.get("sex")),
-            "area": facts.sub_area(area)}
+def deaths(facts, start, end):
+    """Pregnancy-related deaths: one per woman, from the three sources in
+    this order (the first one found is kept): outcomes by record id, PNC
+    visits by pregnancy (first recorded first) then day, persons."""
+    c = facts.on()
+    dead = {}
+    sql = f"""WITH o AS ({_OUTCOMES.format(c=c)})
+        SELECT o.pid, p.subject, o.area, coalesce(nullif(o.f ->> 'mdd', ''), o.day)
+        FROM o {_pregnancy(facts, "p", "o.pid")} WHERE o.f ->> 'mo' = 'died' ORDER BY o.rid"""
+    for pid, woman, area, d in facts.sql(sql):
+        dead.setdefault(woman or pid, (pid, area, d))
+    sql = f"""WITH v AS (SELECT id, subject, area, day, f ->> 'ms' AS ms, f ->> 'mdd' AS mdd,
+                                min(id) OVER (PARTITION BY subject) AS first
+                         FROM facts WHERE form = 'pnc_visit' AND {c})
+        SELECT v.subject, p.subject, v.area, coalesce(nullif(v.mdd, ''), v.day)
+        FROM v {_pregnancy(facts, "p", "v.subject")} WHERE v.ms = 'died'
+        ORDER BY v.first, coalesce(v.day, ''), v.id"""
+    for pid, woman, area, d in facts.sql(sql):
+        dead.setdefault(woman or pid, (pid, area, d))
+    sql = f"""SELECT id, area, f ->> 'dod' FROM facts WHERE form = 'person' AND {c}
+        AND f ->> 'vs' = 'died' AND f ->> 'dpr' = 'pregnant_or_within_42d' ORDER BY id"""
+    for rid, area, d in facts.sql(sql):
+        dead.setdefault(rid, (None, area, d))
+    dead = {w: v for w, v in dead.items() if (on := day(v[2])) and start <= on <= end}
+    # The woman's date of birth and ethnicity (her person record, else the
+    # pregnancy's woman_dob), for the few deaths of the period.
+    sql = f"""SELECT k.key, coalesce(w.day, p.f ->> 'wdob'), w.f ->> 'eth'
+        FROM json_each(:keys) AS k {_person(facts, "w", "k.key")}
+        {_pregnancy(facts, "p", "k.value")}"""
+    keys = orjson.dumps({w: pid for w, (pid, _, _) in dead.items() if w is not None}).decode()
+    mothers = {w: (dob, eth) for w, dob, eth in facts.sql(sql, keys=keys)}
+    t = Tally(count_only=True)
+    for woman, (pid, area, d) in dead.items():
+        on = day(d)
+        dob, eth = mothers.get(woman, (None, None))
+        t.add(True, {"ethnicity": ethnicity(eth), "mother_age": age_group(years(day(dob), on)),
+                     "area": facts.sub_area(area)})
+    return {"pregnancy_related_deaths": t}
 
 
 def breastfeeding(facts, start, end):
-    """Latest 24-h recall in the period per infant 0–182 days (PNC or counselling)."""
-    latest = {}
-    outcomes_dob = {}
-    for pid, (rid, area, d, f) in facts.outcomes().items():
-        for child, _, _ in f.get("babies") or ():
-            outcomes_dob[child] = d
-    persons = facts.persons()
-    s, e = start.isoformat(), end.isoformat()
-    for d, rid, area, f in (v for vs in facts.by_subject("pnc_visit").values() for v in vs):
-        if not d or not s <= d <= e:
-            continue
-        for child, status, _, ebf in f.get("babies") or ():
-            if ebf is None or child is None:
-                continue
-            dob = day((persons.get(child) or ({}, None))[0].get("dob")) or day(
-                f.get("od") or outcomes_dob.get(child))
-            age = (day(d) - dob).days if dob else f.get("dp")
-            if age is not None and 0 <= age <= 182:
-                latest[child] = max(latest.get(child, ("",)), (d, rid, area, ebf))
-    for child, visits in facts.by_subject("nutrition_counselling").items():
-        for d, rid, area, f in visits:
-            if f.get("ebf") is None or not d or not s <= d <= e:
-                continue
-            if f.get("age") is not None and 0 <= f["age"] <= 182:
-                latest[child] = max(latest.get(child, ("",)), (d, rid, area, f["ebf"]))
+    """Latest 24-h recall in the period per infant 0–182 days (PNC or counselling).
+    A PNC baby's age is from the person's date of birth, else the visit's
+    outcome date, else the date of the last outcome (by id) naming the baby,
+    else the visit's day postpartum."""
+    c = facts.on()
+    sql = f"""WITH o AS ({_OUTCOMES.format(c=c)}),
+    ob AS (SELECT json_extract(b.value, '$[0]') AS child, max(o.rid), o.day AS od
+           FROM o, json_each(o.f, '$.babies') AS b GROUP BY 1),
+    v AS (SELECT id, area, day, f FROM facts WHERE form = 'pnc_visit' AND {c}
+          AND day BETWEEN :start AND :end),
+    pv AS (SELECT v.id, v.area, v.day, json_extract(b.value, '$[0]') AS child,
+                  json_extract(b.value, '$[3]') AS ebf, v.f ->> 'od' AS od, v.f ->> 'dp' AS dp
+           FROM v, json_each(v.f, '$.babies') AS b),
+    cand AS (
+        SELECT pv.child, pv.day, pv.id, pv.area, pv.ebf FROM pv {_person(facts, "w", "pv.child")}
+        LEFT JOIN ob ON ob.child = pv.child
+        WHERE pv.ebf IS NOT NULL AND pv.child IS NOT NULL
+        AND coalesce(julianday(pv.day) - julianday(coalesce(w.day, pv.od, ob.od)), pv.dp)
+            BETWEEN 0 AND 182
+        UNION ALL
+        SELECT subject, day, id, area, f ->> 'ebf' FROM facts
+        WHERE form = 'nutrition_counselling' AND {c} AND day BETWEEN :start AND :end
+        AND f ->> 'ebf' IS NOT NULL AND f ->> 'age' BETWEEN 0 AND 182),
+    latest AS (SELECT child, area, ebf, row_number() OVER (
+                   PARTITION BY child ORDER BY day DESC, id DESC, area DESC, ebf DESC) AS k
+               FROM cand)
+    SELECT w.f ->> 'eth', w.f ->> 'sex', latest.area, latest.ebf, count(*)
+    FROM latest {_person(facts, "w", "latest.child")} WHERE k = 1 GROUP BY 1, 2, 3, 4"""
     t = Tally()
-    for child, (d, rid, area, ebf) in latest.items():
-        t.add(ebf, _child_groups(facts, child, area))
+    for eth, sex, area, ebf, n in facts.sql(sql, start=start.isoformat(), end=end.isoformat()):
+        t.add(ebf, {"ethnicity": ethnicity(eth), "sex": sex_group(sex),
+                    "area": facts.sub_area(area)}, n=n)
     return {"exclusive_bf": t}
 
 
-def _growth_values(facts, f):
-    """(waz, haz, whz, baz, flags, nutrition class) of a measurement fact, or None
-    when not computable (a v1 record whose child's sex is unknown)."""
-    if "nc" in f or "z" in f:
-        return (*f["z"], set(f.get("flags") or ()), f.get("nc"))
-    return None
-
-
 def nutrition(facts, start, end):
-    s, e = start.isoformat(), end.isoformat()
-    latest = {}
-    for child, visits in facts.by_subject("growth").items():
-        for d, rid, area, f in visits:   # sorted by date, id: the last one wins
-            if d and s <= d <= e and f.get("age") is not None and 0 <= f["age"] <= 1826:
-                latest[child] = (d, rid, area, f)
-    persons = facts.persons()
+    """Each child's latest measurement of the period (0–1826 days)."""
+    sql = f"""WITH m AS (SELECT subject, area, f, row_number() OVER (
+                             PARTITION BY subject ORDER BY day DESC, id DESC) AS k
+                         FROM facts WHERE form = 'growth' AND {facts.on()}
+                         AND day BETWEEN :start AND :end AND f ->> 'age' BETWEEN 0 AND 1826)
+        SELECT m.area, m.f, w.f ->> 'sex', w.f ->> 'dobp', w.f ->> 'eth'
+        FROM m {_person(facts, "w", "m.subject")} WHERE m.k = 1"""
     tallies = {k: Tally() for k in ("underweight", "stunting", "wasting", "overweight",
                                     "sam", "mam")}
-    for child, (d, rid, area, f) in latest.items():
-        pf = (persons.get(child) or ({}, None))[0]
-        sex = f.get("sex") or pf.get("sex")
-        if "z" not in f:   # v1: computed here from the record's values and the person's sex
-            if sex not in ("male", "female"):
-                continue   # not computable
-            out = growth_outputs(sex, pf.get("dobp") or "exact", f.get("age"), f.get("w"),
-                                 f.get("l"), f.get("pos"), f.get("oed"), f.get("muac"))
-            f = {**f, "z": [out["waz"], out["haz"], out["whz"], out["baz"]],
-                 "flags": list(out["flags"]), "nc": out["nutrition_class"]}
-        waz, haz, whz, baz = f["z"]
-        flags = set(f.get("flags") or ())
-        groups = _child_groups(facts, child, area, sex)
-        oed = f.get("oed")
-
-        def index(t, z, name, hit, severe, oedema_counts):
-            if oed and oedema_counts:   # counts as < -3: in numerator (if low) and denominator
-                t.add(hit(-9.0), groups)
-                t.add(severe(-9.0), {"severity": "severe"}, counted=False)
-            elif z is not None and name not in flags:
-                t.add(hit(z), groups)
-                t.add(severe(z), {"severity": "severe"}, counted=False)
-
-        index(tallies["underweight"], waz, "waz", lambda z: z < -2, lambda z: z < -3, True)
-        index(tallies["stunting"], haz, "haz", lambda z: z < -2, lambda z: z < -3, False)
-        index(tallies["wasting"], whz, "whz", lambda z: z < -2, lambda z: z < -3, True)
-        index(tallies["overweight"], whz, "whz", lambda z: z > 2, lambda z: z > 3, True)
-        if f.get("nc") is not None and 183 <= f["age"] <= 1826:
-            tallies["sam"].add(f["nc"] == "sam", groups)
-            tallies["mam"].add(f["nc"] == "mam", groups)
+    for area, f, psex, dobp, eth in facts.sql(sql, start=start.isoformat(), end=end.isoformat()):
+        _measurement(tallies, facts.sub_area(area), orjson.loads(f), psex, dobp, eth)
     return tallies
+
+
+def _measurement(tallies, area, f, psex, dobp, eth):
+    sex = f.get("sex") or psex
+    if "z" not in f:   # v1: computed here from the record's values and the person's sex
+        if sex not in ("male", "female"):
+            return   # not computable
+        out = growth_outputs(sex, dobp or "exact", f.get("age"), f.get("w"),
+                             f.get("l"), f.get("pos"), f.get("oed"), f.get("muac"))
+        f = {**f, "z": [out["waz"], out["haz"], out["whz"], out["baz"]],
+             "flags": list(out["flags"]), "nc": out["nutrition_class"]}
+    waz, haz, whz, baz = f["z"]
+    flags = set(f.get("flags") or ())
+    groups = {"ethnicity": ethnicity(eth), "sex": sex_group(sex), "area": area}
+    oed = f.get("oed")
+
+    def index(t, z, name, hit, severe, oedema_counts):
+        if oed and oedema_counts:   # counts as < -3: in numerator (if low) and denominator
+            t.add(hit(-9.0), groups)
+            t.add(severe(-9.0), {"severity": "severe"}, counted=False)
+        elif z is not None and name not in flags:
+            t.add(hit(z), groups)
+            t.add(severe(z), {"severity": "severe"}, counted=False)
+
+    index(tallies["underweight"], waz, "waz", lambda z: z < -2, lambda z: z < -3, True)
+    index(tallies["stunting"], haz, "haz", lambda z: z < -2, lambda z: z < -3, False)
+    index(tallies["wasting"], whz, "whz", lambda z: z < -2, lambda z: z < -3, True)
+    index(tallies["overweight"], whz, "whz", lambda z: z > 2, lambda z: z > 3, True)
+    if f.get("nc") is not None and 183 <= f["age"] <= 1826:
+        tallies["sam"].add(f["nc"] == "sam", groups)
+        tallies["mam"].add(f["nc"] == "mam", groups)
 
 
 def status(facts, start, end):
     """Counselling of under-2s and insurance coverage on the reference date `end`."""
-    ref = end
-    since = ref - timedelta(days=365)
-    s, e = since.isoformat(), ref.isoformat()
-    counselled = {child for child, visits in facts.by_subject("nutrition_counselling").items()
-                  if any(d and s < d <= e for d, *_ in visits)}
-    # ANC counselling on breastfeeding reaches the children of that pregnancy.
-    anc_bf = {pid for pid, visits in facts.by_subject("anc_visit").items()
-              if any(f.get("bf") and d and s < d <= e for d, _, _, f in visits)}
-    for pid, (rid, area, d, f) in facts.outcomes().items():
-        if pid in anc_bf:
-            counselled.update(c for c, _, _ in f.get("babies") or () if c)
+    c = facts.on()
+    ref = end.isoformat()
+    since = (end - timedelta(days=365)).isoformat()
+    # Counselled in the 12 months: a counselling session, or ANC counselling on
+    # breastfeeding for the pregnancy the child was born of (its one outcome).
+    sql = f"""WITH bf AS (SELECT subject FROM facts WHERE form = 'anc_visit' AND {c}
+                          AND f ->> 'bf' AND day > :since AND day <= :ref),
+    o AS (SELECT coalesce(nullif(subject, ''), id) AS pid, min(id), f FROM facts
+          WHERE form = 'pregnancy_outcome' AND {c}
+          AND coalesce(nullif(subject, ''), id) IN (SELECT subject FROM bf) GROUP BY 1),
+    cs AS (SELECT subject AS child FROM facts WHERE form = 'nutrition_counselling' AND {c}
+           AND day > :since AND day <= :ref
+           UNION SELECT json_extract(b.value, '$[0]') FROM o, json_each(o.f, '$.babies') AS b
+           WHERE json_extract(b.value, '$[0]') <> '')
+    SELECT f ->> 'eth', area, f ->> 'sex', julianday(:ref) - julianday(day) <= 730,
+           id IN (SELECT child FROM cs),
+           f ->> 'hi' = 'yes' AND f ->> 'hif' <= :ref AND :ref <= f ->> 'hit', f ->> 'hio',
+           count(*)
+    FROM facts WHERE form = 'person' AND {c} AND day <= :ref
+    AND coalesce(f ->> 'vs', '') <> 'moved_out' AND coalesce(f ->> 'reg', '') <= :ref
+    AND NOT (coalesce(f ->> 'vs', '') = 'died' AND coalesce(f ->> 'dod', '') <= :ref)
+    GROUP BY 1, 2, 3, 4, 5, 6, 7"""
     cu2, hi = Tally(), Tally()
-    for pid, (f, area) in facts.persons().items():
-        dob = day(f.get("dob"))
-        if dob is None or dob > ref or f.get("vs") == "moved_out":
-            continue
-        reg = day(f.get("reg"))
-        if reg is not None and reg > ref:
-            continue   # registered after the reference date: not yet in the population
-        dod = day(f.get("dod"))
-        if f.get("vs") == "died" and (dod is None or dod <= ref):
-            continue
-        groups = {"ethnicity": ethnicity(f.get("eth")), "area": facts.sub_area(area)}
-        if (ref - dob).days <= 730:
-            cu2.add(pid in counselled, {**groups, "sex": sex_group(f.get("sex"))})
-        valid = (f.get("hi") == "yes" and day(f.get("hif")) and day(f.get("hit"))
-                 and day(f["hif"]) <= ref <= day(f["hit"]))
-        hi.add(valid, {**groups, "hi_object_code": f.get("hio") if valid else None})
+    for eth, area, sex, u2, counselled, valid, hio, n in facts.sql(sql, since=since, ref=ref):
+        groups = {"ethnicity": ethnicity(eth), "area": facts.sub_area(area)}
+        if u2:
+            cu2.add(counselled, {**groups, "sex": sex_group(sex)}, n=n)
+        hi.add(valid, {**groups, "hi_object_code": hio if valid else None}, n=n)
     return {"counselling_u2": cu2, "hi_coverage": hi}
 
 
@@ -482,10 +548,18 @@ def indicators(db, clause, params, scopes, start, end, cp_allowed=True):
     """Every indicator of `ORDER` for the facts matching `clause`, in that order."""
     facts = Facts(db, clause, params, scopes)
     tallies = {}
-    for part in (anc, births, postnatal, breastfeeding, nutrition, status):
-        tallies.update(part(facts, start, end))
-    if cp_allowed:
-        tallies.update(protection(facts, start, end))
+    # Read through SQLite's page cache, not the memory map: a province's
+    # scan would otherwise map (and count in the process's RSS) most of the
+    # file. Set back for the connection's next user.
+    mmap = db.conn.execute("PRAGMA mmap_size").fetchone()[0]
+    db.conn.execute("PRAGMA mmap_size = 0")
+    try:
+        for part in (birth_indicators, deaths, breastfeeding, nutrition, status):
+            tallies.update(part(facts, start, end))
+        if cp_allowed:
+            tallies.update(protection(facts, start, end))
+    finally:
+        db.conn.execute(f"PRAGMA mmap_size = {int(mmap)}")
     out = []
     for ident in ORDER:
         if ident == "group_sessions":
