@@ -129,6 +129,19 @@ def add_woman_and_pregnancy(home, lmp):
     return hid, wid, pid
 
 
+def fill_check_up(page, systolic, diastolic):
+    """An ANC check-up today at the commune health station by a midwife, no danger sign
+    ticked and no referral: the blood pressure decides whether a warning shows."""
+    page.fill("#f-visit_date", date.today().isoformat())
+    page.select_option("#f-contact_type", "anc_checkup")
+    page.select_option("#f-provider", "midwife")
+    page.select_option("#f-place", "CHS")
+    page.fill("#f-bp_systolic", str(systolic))
+    page.fill("#f-bp_diastolic", str(diastolic))
+    page.check("[data-path=danger_signs] input[value=none]")
+    page.select_option("#f-referred_to", "none")
+
+
 def test_health_worker_signs_in_and_adds_a_household_and_a_member_without_an_id(
         page, app, site, shots):
     page.goto(app.url + "/")
@@ -220,14 +233,7 @@ def test_a_pregnancy_and_a_check_up_are_registered_and_synced_without_an_id(
     # Now on the pregnancy's page: its check-up takes the pregnancy and its LMP along.
     submit(page, "[data-add=anc_visit]")
     assert page.locator("#f-lmp_date").input_value() == lmp.isoformat()
-    page.fill("#f-visit_date", today.isoformat())
-    page.select_option("#f-contact_type", "anc_checkup")
-    page.select_option("#f-provider", "midwife")
-    page.select_option("#f-place", "CHS")
-    page.fill("#f-bp_systolic", "110")
-    page.fill("#f-bp_diastolic", "70")
-    page.check("[data-path=danger_signs] input[value=none]")
-    page.select_option("#f-referred_to", "none")
+    fill_check_up(page, 110, 70)
     wait_checked(page)
     assert page.locator("#f-ga_weeks").inner_text() == "10"
     submit(page, "[data-save]")
@@ -252,14 +258,7 @@ def test_danger_sign_on_an_anc_visit_is_shown_before_saving_and_stays_on_the_rec
     page.goto(app.url + f"/r/{pid}")
     submit(page, "[data-add=anc_visit]")
     assert page.locator("#f-lmp_date").input_value() == lmp.isoformat()  # from the pregnancy
-    page.fill("#f-visit_date", date.today().isoformat())
-    page.select_option("#f-contact_type", "anc_checkup")
-    page.select_option("#f-provider", "midwife")
-    page.select_option("#f-place", "CHS")
-    page.fill("#f-bp_systolic", "165")
-    page.fill("#f-bp_diastolic", "110")
-    page.check("[data-path=danger_signs] input[value=none]")
-    page.select_option("#f-referred_to", "none")
+    fill_check_up(page, 165, 110)
     warning = page.locator("[data-msgs-for=bp_systolic] li.danger")
     warning.wait_for()
     assert "chuyển tuyến" in warning.inner_text()       # the form's own words: refer
