@@ -17,7 +17,7 @@ from datetime import date, timedelta
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from server import migrations
 from server.db import connect, read_snapshot, write_transaction
@@ -197,11 +197,57 @@ def answers(db, module, scopes, start, end, cp_allowed):
         return module.indicators(db, clause, params, scopes, start, end, cp_allowed)
 
 
+# Directed examples (issue 15): cases the random ones seldom build, each
+# one made to tell the SQL from a hand-made wrong variant of it.
+JAN = (date(2026, 1, 1), date(2026, 1, 31))
+# A woman's two live births of the period: anc4 counts her last one by
+# outcome record id (g1: no check-up), not the first (g0: 4 prior ones).
+# Read in reverse id order, she would count as covered.
+TWO_BIRTHS_ONE_WOMAN = [
+    ("p0", "person", "QN.A.X", None, "1998-03-01", {"eth": "01", "sex": "female"}),
+    ("g0", "pregnancy", "QN.A.X", "p0", "2025-04-01", {"prior": 4, "st": "ended"}),
+    ("g1", "pregnancy", "QN.A.X", "p0", "2025-04-02", {"prior": 0, "st": "ended"}),
+    ("r001-0", "pregnancy_outcome", "QN.A.X", "g0", "2026-01-10",
+     {"type": "live_birth", "babies": [["p5", "female", "alive"]]}),
+    ("r002-1", "pregnancy_outcome", "QN.A.X", "g1", "2026-01-12",
+     {"type": "live_birth", "babies": [["p6", "male", "alive"]]}),
+    # Two devices recorded g1's outcome: the smallest id (r002-1) is the one.
+    ("r009-2", "pregnancy_outcome", "QN.A.X", "g1", "2026-01-20",
+     {"type": "stillbirth", "babies": []}),
+]
+# Check-ups at GA 13 (still trimester 1: GA <= 13), 20, 27 (trimester 2)
+# and 28 (trimester 3): anc4_vn covered only with the boundaries right.
+TRIMESTER_EDGES = [
+    ("p1", "person", "QN.A.X", None, "1995-06-01", {"eth": "09", "sex": "female"}),
+    ("g2", "pregnancy", "QN.A.X", "p1", "2025-04-10", {"prior": 0, "st": "ended"}),
+    ("r100-0", "pregnancy_outcome", "QN.A.X", "g2", "2026-01-15",
+     {"type": "live_birth", "babies": [["p7", "female", "alive"]]}),
+] + [(f"r2{ga}-{i}", "anc_visit", "QN.A.X", "g2", f"2025-{7 + i:02d}-01",
+      {"ct": "anc_checkup", "ga": ga}) for i, ga in enumerate((13, 20, 27, 28))]
+# A baby with no person record, named by two outcomes (two pregnancies),
+# seen at a PNC visit without outcome date: its age is from the last outcome
+# by record id (2025-06-01: 238 days, too old), not the latest date
+# (2026-01-20: 5 days) nor the first by id.
+BABY_OF_TWO_OUTCOMES = [
+    ("g3", "pregnancy", "QN.A.X", None, "2025-01-01", {"prior": 0, "st": "ended"}),
+    ("g4", "pregnancy", "QN.A.X", None, "2025-01-02", {"prior": 0, "st": "ended"}),
+    ("r300-0", "pregnancy_outcome", "QN.A.X", "g3", "2026-01-20",
+     {"type": "live_birth", "babies": [["p8", "male", "alive"]]}),
+    ("r301-1", "pregnancy_outcome", "QN.A.X", "g4", "2025-06-01",
+     {"type": "live_birth", "babies": [["p8", "male", "alive"]]}),
+    ("r302-2", "pnc_visit", "QN.A.X", "g3", "2026-01-25",
+     {"dp": 5, "role": "vhw", "babies": [["p8", "alive", False, True]]}),
+]
+
+
 @settings(max_examples=int(os.environ.get("INDSQL_EXAMPLES", "300")),
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                  HealthCheck.data_too_large])
 @given(rows=fact_sets(), scopes=st.sampled_from(SCOPES), period=st.sampled_from(PERIODS),
        cp_allowed=st.booleans())
+@example(rows=TWO_BIRTHS_ONE_WOMAN, scopes=None, period=JAN, cp_allowed=True)
+@example(rows=TRIMESTER_EDGES, scopes=["QN.A"], period=JAN, cp_allowed=True)
+@example(rows=BABY_OF_TWO_OUTCOMES, scopes=None, period=JAN, cp_allowed=True)
 def test_sql_indicators_equal_the_python_oracle(facts_db, rows, scopes, period, cp_allowed):
     with write_transaction(facts_db):
         facts_db.execute("DELETE FROM facts")
@@ -250,3 +296,19 @@ def test_migration_11_indexes_an_existing_database_and_keeps_its_figures(db_path
     assert got == answers(db, oracle, ["QN.A"], start, end, True)
     by_id = {r["id"]: r for r in got}
     assert by_id["anc4_vn"]["numerator"] == 1 and by_id["pnc_42d"]["numerator"] == 1
+
+
+@pytest.mark.parametrize("rows, ident, numerator, denominator", [
+    (TWO_BIRTHS_ONE_WOMAN, "anc4", 0, 1), (TRIMESTER_EDGES, "anc4_vn", 1, 1),
+    (BABY_OF_TWO_OUTCOMES, "exclusive_bf", 0, 0)])
+def test_directed_examples_reach_their_rule(facts_db, rows, ident, numerator, denominator):
+    # The examples above only test something while the oracle answers
+    # what their comments say: the rule they aim at decides the figure.
+    with write_transaction(facts_db):
+        facts_db.execute("DELETE FROM facts")
+        facts_db.conn.executemany(
+            "INSERT INTO facts (id, form, area, subject, day, f) VALUES (?, ?, ?, ?, ?, ?)",
+            [(*r[:5], orjson.dumps(r[5]).decode()) for r in rows])
+    for module in (oracle, compute):
+        got = {r["id"]: r for r in answers(facts_db, module, None, *JAN, True)}[ident]
+        assert (got["numerator"], got["denominator"]) == (numerator, denominator), module
