@@ -2,6 +2,7 @@
 run"): file modes, the PRAGMAs' exact values, the keeper and its checkpoint
 thread, the pool's refusals and the read snapshot."""
 import os
+import signal
 import sqlite3
 import stat
 import threading
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from server import db as dbmod
+from server import testkill
 
 
 def _mode(path):
@@ -149,6 +151,44 @@ def test_a_keeper_checkpoints_the_wal_from_another_thread_and_not_once_closed(
             conn.execute("SELECT 1")
     keeper.checkpoint()  # closed: skipped, no error
     fresh_keepers.clear()
+    writer.close()
+
+
+def test_only_a_partial_checkpoint_reaches_the_checkpoint_kill_point(
+        tmp_path, fresh_keepers, monkeypatch):
+    # `_Keeper.checkpoint` reads what `wal_checkpoint(PASSIVE)` did and, armed,
+    # crashes only when it copied some frames but not all (0 < done < log).
+    # The real `testkill.reached` runs; only its SIGKILL is caught.
+    path = str(tmp_path / "k.db")
+    flag = tmp_path / "flag"
+    kills = []
+    monkeypatch.setattr(testkill, "ARMED", ("checkpoint-partial", str(flag)))
+    monkeypatch.setattr(testkill.os, "killpg", lambda *args: kills.append(args))
+    writer = _wal_db(path)
+    writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # t in the file, WAL empty
+    keeper = dbmod._keep_open(path)
+    reader = sqlite3.connect(path, isolation_level=None)
+
+    def checkpoint_with_a_reader_between(before):
+        # a row, then a reader's snapshot, then another row the reader blocks
+        for value in before:
+            writer.execute("INSERT INTO t VALUES (?)", (value,))
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM t").fetchone()
+        writer.execute("INSERT INTO t VALUES (9)")
+        keeper.checkpoint()
+
+    checkpoint_with_a_reader_between([])  # copies 0 of 1 frames
+    assert not flag.exists() and kills == []
+    reader.execute("COMMIT")
+    keeper.checkpoint()  # copies all of the frames
+    assert not flag.exists() and kills == []
+    checkpoint_with_a_reader_between([2])  # copies 1 of 2 frames
+    assert flag.read_text() == (
+        f"checkpoint-partial pid={os.getpid()} wal_frames=2 copied=1\n")
+    assert kills == [(os.getpgrp(), signal.SIGKILL)]
+    reader.execute("COMMIT")
+    reader.close()
     writer.close()
 
 
