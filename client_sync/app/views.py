@@ -62,35 +62,34 @@ def sign_in():
     message, status = None, 200
     if request.method == "POST":
         passphrase = request.form.get("passphrase", "")
-        if new_passphrase:
-            message = locking.new_passphrase_problem(
-                passphrase, request.form.get("passphrase2", ""), _)
-            status = 400 if message else 200
-        try:
-            if message:
-                raise _Refused
+        message = new_passphrase and locking.new_passphrase_problem(
+            passphrase, request.form.get("passphrase2", ""), _)
+        if message:
+            status = 400                 # refused before anything is sent or stored
+        else:
             if new_passphrase:
                 device = _encrypted_client(passphrase)
-            device.login(server, username, request.form.get("password", ""))
-        except _Refused:
-            pass
-        except ServerUnreachable:
-            message, status = _("The server did not answer. Check the server address and "
-                                "the connection (signal, Wi-Fi), then try again."), 503
-        except AuthError:
-            message, status = _("Wrong username or password, or too many tries: wait a "
-                                "few minutes, or ask your supervisor."), 401
-        except FieldsyncError as exc:
-            message, status = str(exc), 400
-        else:
-            flash(_("Signed in. You can work without a connection from now on."), "ok")
-            return redirect(url_for("app.home"))
+            message, status = _log_in(device, server, username, request.form.get("password", ""))
+            if message is None:
+                flash(_("Signed in. You can work without a connection from now on."), "ok")
+                return redirect(url_for("app.home"))
     return render_template("sign_in.html", server=server, username=username,
                            message=message, new_passphrase=new_passphrase), status
 
 
-class _Refused(Exception):
-    """The sign-in form is refused before anything is sent or stored."""
+def _log_in(device, server, username, password):
+    """(None, 200) when signed in, else the page's message and status."""
+    try:
+        device.login(server, username, password)
+    except ServerUnreachable:
+        return _("The server did not answer. Check the server address and "
+                 "the connection (signal, Wi-Fi), then try again."), 503
+    except AuthError:
+        return _("Wrong username or password, or too many tries: wait a "
+                 "few minutes, or ask your supervisor."), 401
+    except FieldsyncError as exc:
+        return str(exc), 400
+    return None, 200
 
 
 def _encrypted_client(passphrase):
