@@ -173,7 +173,7 @@ def xlsx_rows(path, sheet):
 def test_xlsx_has_typed_cells_and_child_sheets(tmp_path, lay):
     path = tmp_path / "out.xlsx"
     records = [record(1), record(2, weight_kg=-3.5, mother_name="=cmd", outcome_time="07:05:09")]
-    tally = exports.write_xlsx(str(path), [(lay, iter(records))], tz="Asia/Ho_Chi_Minh")
+    tally = exports.write_xlsx(str(path), [(lay, iter(records))])
     assert tally.rows == {"pregnancy_outcome": 2, "pregnancy_outcome.baby": 4}
     book, rows = xlsx_rows(path, "pregnancy_outcome")
     assert book.sheetnames == ["pregnancy_outcome", "pregnancy_outcome.baby"]

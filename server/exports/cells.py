@@ -133,8 +133,8 @@ class TextTooLong(ValueError):
 class XlsxCells:
     """Writes typed cells into xlsxwriter worksheets with shared formats."""
 
-    def __init__(self, workbook, tz=None):
-        self.tz = tz    # the deployment's zone; moments are written in UTC (issue 17)
+    def __init__(self, workbook):
+        # Moments are written in UTC, labelled (issue 17): no zone is needed.
         self.date = workbook.add_format({"num_format": "yyyy-mm-dd"})
         self.time = workbook.add_format({"num_format": "hh:mm:ss"})
         self.datetime = workbook.add_format({"num_format": UTC_FORMAT})

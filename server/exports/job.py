@@ -155,7 +155,7 @@ def open_export(path, catalog, user, target, fmt, *, area=None, since=None, unti
                      snapshot.last_updated_at, snapshot.next_after(filters), list(chosen), restricted, details)
         job._cleanup.append(snapshot.close)
         read = functools.partial(snapshot.records, chunk=chunk)
-        _attach_body(job, snapshot, read, layouts, filters, fmt, bom, repeat_layout, tz,
+        _attach_body(job, snapshot, read, layouts, filters, fmt, bom, repeat_layout,
                      tmpdir)
     except BaseException:
         if job is not None:
@@ -178,7 +178,7 @@ def _closing(chunks, job):
         job.close()
 
 
-def _attach_body(job, snapshot, read, layouts, filters, fmt, bom, repeat_layout, tz, tmpdir):
+def _attach_body(job, snapshot, read, layouts, filters, fmt, bom, repeat_layout, tmpdir):
     if fmt == "xlsx":
         # Built now, in constant memory, into a temporary file: XLSX is a zip
         # whose directory comes last, so it cannot be sent before it is whole.
@@ -188,10 +188,10 @@ def _attach_body(job, snapshot, read, layouts, filters, fmt, bom, repeat_layout,
         try:
             if len(layouts) == 1:
                 write_xlsx(path, [(layouts[0], read(layouts[0].form, filters))],
-                           tz=tz, tally=job.tally)
+                           tally=job.tally)
             else:
                 records = read([lay.form for lay in layouts], filters)
-                write_xlsx_interleaved(path, layouts, records, tz=tz, tally=job.tally)
+                write_xlsx_interleaved(path, layouts, records, tally=job.tally)
         except TextTooLong as exc:
             raise ExportError("format", f"{exc}; export this form as CSV or JSONL.") from None
         snapshot.close()

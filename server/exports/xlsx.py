@@ -2,7 +2,6 @@
 into a temporary file (XLSX is a zip whose directory comes last, so it cannot
 be streamed while it is built), then streamed by `file_chunks` and deleted."""
 import os
-from zoneinfo import ZoneInfo
 
 import xlsxwriter
 
@@ -38,12 +37,12 @@ class XlsxWriter:
     #: Excel's rows per sheet, the header row included.
     MAX_ROWS = 1_048_576
 
-    def __init__(self, path, tz="Asia/Ho_Chi_Minh", tmpdir=None, max_rows=MAX_ROWS):
+    def __init__(self, path, tmpdir=None, max_rows=MAX_ROWS):
         self.workbook = xlsxwriter.Workbook(path, {
             "constant_memory": True, "tmpdir": tmpdir or os.path.dirname(path),
             "strings_to_numbers": False, "strings_to_formulas": False,
             "strings_to_urls": False})
-        self.cells = XlsxCells(self.workbook, ZoneInfo(tz) if isinstance(tz, str) else tz)
+        self.cells = XlsxCells(self.workbook)
         self.max_rows = max_rows
         self.sheets = {}              # name -> [worksheet, next row, columns, parts]
         self.taken = set()
@@ -85,8 +84,7 @@ class XlsxWriter:
         self.workbook.close()
 
 
-def write_xlsx(path, parts, *, tz="Asia/Ho_Chi_Minh", tally=None,
-               max_rows=XlsxWriter.MAX_ROWS):
+def write_xlsx(path, parts, *, tally=None, max_rows=XlsxWriter.MAX_ROWS):
     """Build an XLSX file at `path`.
 
     :param parts: a list of (Layout, records) pairs: one sheet (plus repeat
@@ -94,7 +92,7 @@ def write_xlsx(path, parts, *, tz="Asia/Ho_Chi_Minh", tally=None,
         the sheet order is the list's order even for empty forms.
     """
     tally = tally if tally is not None else Tally()
-    book = XlsxWriter(path, tz, max_rows=max_rows)
+    book = XlsxWriter(path, max_rows=max_rows)
     try:
         for lay, _ in parts:
             book.add_layout(lay)
@@ -107,12 +105,12 @@ def write_xlsx(path, parts, *, tz="Asia/Ho_Chi_Minh", tally=None,
     return tally
 
 
-def write_xlsx_interleaved(path, layouts, records, *, tz="Asia/Ho_Chi_Minh", tally=None):
+def write_xlsx_interleaved(path, layouts, records, *, tally=None):
     """Build an XLSX of several forms from ONE pass over records of any form,
     each going to its form's sheet (records of other forms are skipped)."""
     tally = tally if tally is not None else Tally()
     by_form = {lay.form: lay for lay in layouts}
-    book = XlsxWriter(path, tz)
+    book = XlsxWriter(path)
     try:
         for lay in layouts:
             book.add_layout(lay)
