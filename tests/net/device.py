@@ -1,8 +1,10 @@
 """One device over the slow link, run inside its namespace by tests/test_2g.py.
 
 Logs in, adds `--add` growth records offline, then syncs as a health worker
-would on a weak signal: again after each sync that did not finish, until one
-does or `--deadline` seconds have passed. Prints one JSON line: every local
+would on a weak signal: again, RETRY_PAUSE seconds after each sync that did
+not finish (a person pressing Sync again, not a loop: with the link down a
+sync fails at once with "no route"), until one does or `--deadline` seconds
+have passed. Prints one JSON line: every local
 record's id and data, the sync attempts, the seconds taken, what is still
 unsynced.
 """
@@ -15,6 +17,9 @@ from pathlib import Path
 
 from client_sync import Client, NetworkConfig, SyncError
 from client_sync.errors import ServerUnreachable
+
+#: Seconds before trying again after a failed login or sync.
+RETRY_PAUSE = 2.0
 
 
 def growth(i):
@@ -52,6 +57,7 @@ def main():
             errors.append(f"login: {exc}")
             if time.monotonic() - start > args.deadline:
                 raise
+            time.sleep(RETRY_PAUSE)
     for i in range(args.add):
         client.add("growth", growth(i), area="QN.LM.03")
     syncs, report = 0, None
@@ -61,6 +67,7 @@ def main():
             report = client.sync()
         except SyncError as exc:  # what did not finish stays queued
             errors.append(f"sync: {exc}")
+            time.sleep(RETRY_PAUSE)
             continue
         if report.complete:
             break
