@@ -46,7 +46,7 @@ class Group(click.Group):
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except FieldsyncError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(i18n.say(exc)) from None
         except DB_ERRORS as exc:
             if is_damage(exc):  # never claim the records are safe on a damaged file
                 raise click.ClickException(_(DAMAGED_MESSAGE).format(detail=exc)) from None
@@ -373,7 +373,7 @@ def sync(ctx):
         so_far = " " + _("So far: {summary}.").format(summary=exc.report.summary()) \
             if exc.report else ""
         raise click.ClickException(_("Sync incomplete: {reason}.").format(
-            reason=str(exc).rstrip(".")) + so_far + _advice(exc)) from None
+            reason=i18n.say(exc).rstrip(".")) + so_far + _advice(exc)) from None
     except KeyboardInterrupt:
         close_bar()
         raise

@@ -22,6 +22,7 @@ from pathlib import Path
 from schemas.wire import AREA_RE, area_covers
 
 from . import config as settings
+from .i18n import N_
 from .errors import AuthError, FieldsyncError, InvalidRecord, NotLoggedIn, RecordNotFound, UserSwitchRefused
 from .store import keys, open_store, utc_now, uuid7
 from .sync import SKEW_WARN_SECONDS, Synchronizer, skew_seconds
@@ -162,16 +163,18 @@ class Client:
         """
         server = server.strip().rstrip("/")
         if not re.match(r"^https?://[^/\s]+$", server):
-            raise FieldsyncError(f"Server address {server!r} should look like "
-                                 "http://10.0.0.5:8080 (scheme, host and port only).")
+            raise FieldsyncError(N_("Server address {server!r} should look like "
+                                    "http://10.0.0.5:8080 (scheme, host and port only).",
+                                    server=server))
         previous = self.user
         switching = previous is not None and (previous["username"] != username
                                               or self.server != server)
         unsynced = self.store.unsynced_count()
         if switching and unsynced:
-            raise UserSwitchRefused(
-                f"{previous['username']} has {unsynced} unsynced record(s) on this device. "
-                f"Log in as {previous['username']} and run `fieldsync sync` first.")
+            raise UserSwitchRefused(N_(
+                "{user} has {count} unsynced record(s) on this device. "
+                "Log in as {user} and run `fieldsync sync` first.",
+                user=previous["username"], count=unsynced))
         transport = Transport(server, None, self.network)
         try:
             info = transport.info()
@@ -179,12 +182,13 @@ class Client:
         except AuthError as exc:
             said = str(exc).rstrip(". ")
             if getattr(exc, "code", None) == "too_many_attempts":
-                exc.args = (f"{said}. {username} is locked out after too many failed sign-ins: "
-                            "wait, or ask your supervisor; an admin can run "
-                            f"`fieldsync-server user unlock {username}`.",)
+                exc.args = (N_("{said}. {username} is locked out after too many failed "
+                               "sign-ins: wait, or ask your supervisor; an admin can run "
+                               "`fieldsync-server user unlock {username}`.",
+                               said=said, username=username),)
             else:
-                exc.args = (f"{said}. Check the username and password; if you forgot the "
-                            "password, ask your supervisor.",)
+                exc.args = (N_("{said}. Check the username and password; if you forgot the "
+                               "password, ask your supervisor.", said=said),)
             raise
         finally:
             transport.close()
@@ -238,7 +242,8 @@ class Client:
         form = registry.latest(form_id) if version is None else registry.get(form_id, version)
         if form is None:
             known = ", ".join(f.id for f in self.forms())
-            raise InvalidRecord(f"Unknown form {form_id!r}. Known forms: {known}.")
+            raise InvalidRecord(N_("Unknown form {form!r}. Known forms: {known}.",
+                                   form=form_id, known=known))
         return form
 
     # -- records ----------------------------------------------------------------------
@@ -253,13 +258,14 @@ class Client:
         areas = user.get("areas") or []
         if area is None:
             if len(areas) != 1:
-                raise InvalidRecord("Choose an area with --area: you are assigned "
-                                    f"{', '.join(areas) or 'no area'}.")
+                raise InvalidRecord(N_("Choose an area with --area: you are assigned {areas}.",
+                                       areas=", ".join(areas) or "-"))
             return areas[0]
         if not AREA_RE.match(area):
-            raise InvalidRecord(f"Bad area code {area!r}: expected e.g. QN.LM.03.")
+            raise InvalidRecord(N_("Bad area code {area!r}: expected e.g. QN.LM.03.", area=area))
         if user.get("role") != "admin" and not area_covers(areas, area):
-            raise InvalidRecord(f"Area {area} is outside your areas ({', '.join(areas)}).")
+            raise InvalidRecord(N_("Area {area} is outside your areas ({areas}).",
+                                   area=area, areas=", ".join(areas)))
         return area
 
     def add(self, form_id, data, area=None) -> str:
@@ -276,7 +282,8 @@ class Client:
         result = form.validate_create(data)
         if result.errors:
             errors = form.localize(result.errors, self.lang)
-            raise InvalidRecord(f"Invalid {form_id}: {self._explain(form, errors)}", errors)
+            raise InvalidRecord(N_("Invalid {form}: {errors}", form=form_id,
+                                   errors=self._explain(form, errors)), errors)
         record_id = uuid7()
         self.store.local_change(record_id, user=user["username"], data=result.data, create={
             "form": form.id, "form_version": form.version, "area": area})
@@ -289,7 +296,7 @@ class Client:
         form = self.form(current["form"], current["form_version"])
         data = self._input(form, data)
         if not data:
-            raise InvalidRecord("Nothing to change: give field=value pairs.")
+            raise InvalidRecord(N_("Nothing to change: give field=value pairs."))
         result = form.validate_change(data)
         errors = dict(result.errors)
         if not errors:
@@ -299,7 +306,8 @@ class Client:
             errors = {k: v for k, v in after.items() if k in data or k not in before}
         if errors:
             errors = form.localize(errors, self.lang)
-            raise InvalidRecord(f"Invalid edit: {self._explain(form, errors)}", errors)
+            raise InvalidRecord(N_("Invalid edit: {errors}", errors=self._explain(form, errors)),
+                                errors)
         return self.store.local_change(record_id, user=user["username"], data=result.data)
 
     def delete(self, record_id):
@@ -323,17 +331,18 @@ class Client:
     @staticmethod
     def _input(form, data):
         if not isinstance(data, dict):
-            raise InvalidRecord("Record data must be an object of field: value.")
+            raise InvalidRecord(N_("Record data must be an object of field: value."))
         computed = set(form.computed_names)
         bad = sorted(set(data) & computed)
         if bad:
-            raise InvalidRecord(f"{', '.join(bad)}: computed fields cannot be set.")
+            raise InvalidRecord(N_("{fields}: computed fields cannot be set.",
+                                   fields=", ".join(bad)))
         return trimmed(form.fields, data)
 
     def _get_raw(self, record_id):
         record = self.store.get(record_id)
         if record is None:
-            raise RecordNotFound(f"No record {record_id} on this device.")
+            raise RecordNotFound(N_("No record {id} on this device.", id=record_id))
         return record
 
     def resolve_id(self, text) -> str:
@@ -343,18 +352,19 @@ class Client:
         """
         text = (text or "").strip().lower()
         if len(text) < 4:
-            raise RecordNotFound(f"Record id {text!r} is too short: give at least 4 characters.")
+            raise RecordNotFound(N_("Record id {id!r} is too short: give at least 4 characters.",
+                                    id=text))
         if self.store.get(text) is not None:
             return text
         found = self.store.ids_with_prefix(text, limit=6)
         if len(found) == 1:
             return found[0]
         if not found:
-            raise RecordNotFound(f"No record {text} on this device (see `fieldsync list` "
-                                 "or `fieldsync find NAME`).")
+            raise RecordNotFound(N_("No record {id} on this device (see `fieldsync list` "
+                                    "or `fieldsync find NAME`).", id=text))
         more = ", …" if len(found) > 5 else ""
-        raise RecordNotFound(f"Id {text} is ambiguous: it starts {', '.join(found[:5])}{more}. "
-                             "Give more characters.")
+        raise RecordNotFound(N_("Id {id} is ambiguous: it starts {found}. Give more characters.",
+                                id=text, found=", ".join(found[:5]) + more))
 
     def find(self, text, form=None, include_deleted=False):
         """Records whose name fields (string fields named ``…name…``) contain
@@ -427,9 +437,9 @@ class Client:
         user = self._require_user()
         unsynced = self.store.unsynced_count()
         if unsynced and not force:
-            raise UserSwitchRefused(
-                f"{unsynced} record(s) on this device are not synced yet: run `fieldsync sync` "
-                "first. `fieldsync logout --force` would delete them for good.")
+            raise UserSwitchRefused(N_(
+                "{count} record(s) on this device are not synced yet: run `fieldsync sync` "
+                "first. `fieldsync logout --force` would delete them for good.", count=unsynced))
         try:
             transport = self._transport()
             try:
@@ -546,7 +556,8 @@ class Client:
         :raises SyncError: the download failed or was cut off (nothing written).
         """
         if fmt not in ("csv", "xlsx", "jsonl", "zip"):
-            raise FieldsyncError(f"Unknown format {fmt!r}: use csv, xlsx or jsonl.")
+            raise FieldsyncError(N_("Unknown format {format!r}: use csv, xlsx or jsonl.",
+                                    format=fmt))
         out = Path(out or f"{what}.{fmt}")
         transport = self._transport()
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent or ".")

@@ -5,6 +5,8 @@ as one line. Nothing here ever means local data was lost: the outbox is only
 emptied by committed server answers.
 """
 
+from .i18n import N_
+
 
 class FieldsyncError(Exception):
     """Base of every error the device library raises on purpose."""
@@ -13,7 +15,8 @@ class FieldsyncError(Exception):
 class NotLoggedIn(FieldsyncError):
     """No user is logged in on this device."""
 
-    def __init__(self, message="Not logged in. Run `fieldsync login --server URL --username NAME` first."):
+    def __init__(self, message=N_("Not logged in. Run `fieldsync login --server URL "
+                                  "--username NAME` first.")):
         super().__init__(message)
 
 

@@ -8,8 +8,10 @@ chooses Vietnamese, with English for any message not translated yet.
 Labels, choices and validation messages come from the form definitions
 instead (DESIGN.md, "Languages in form definitions").
 
-Only the command line calls :func:`use`; the library's own messages stay in
-English (the app has its own catalog, client_sync/app/translations).
+Only the command line calls :func:`use`. The library's errors are raised in
+English, but each message is a :class:`Text` made by :func:`N_` with its
+values: the command line says it again in the user's language with
+:func:`say` (the app has its own catalog, client_sync/app/translations).
 """
 
 from __future__ import annotations
@@ -35,10 +37,36 @@ def _(message: str) -> str:
     return _current.gettext(message)
 
 
-def N_(message: str) -> str:
+class Text(str):
+    """An English message that keeps its catalog id and its values, so that
+    it can be said again in another language (:func:`say`)."""
+
+    template: str
+    params: dict
+
+
+def N_(message: str, **params) -> str:
     """Marks `message` for the catalog without translating it here (a text
-    kept in a constant and translated where it is shown)."""
-    return message
+    kept in a constant, or an error raised by the library, and translated
+    where it is shown). With values, the English text filled in with them,
+    as a :class:`Text`."""
+    if not params:
+        return message
+    text = Text(message.format(**params))
+    text.template, text.params = message, params
+    return text
+
+
+def say(message) -> str:
+    """`message` (a string, a :class:`Text` or an exception raised with one)
+    in the chosen language; a text the catalog does not hold stays as it is."""
+    if isinstance(message, BaseException):
+        message = message.args[0] if len(message.args) == 1 else str(message)
+    if isinstance(message, Text):
+        return _(message.template).format(**{
+            name: say(value) if isinstance(value, Text) else value
+            for name, value in message.params.items()})
+    return _(str(message))
 
 
 #: A record's sync states, shown by ``list``, ``show``, ``sync`` and ``status``.

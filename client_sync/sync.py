@@ -22,6 +22,7 @@ from schemas.wire import LIMITS
 
 from .config import APP_VERSION
 from .errors import ApiError, SyncError
+from .i18n import N_
 from .store import utc_now
 
 SKEW_WARN_SECONDS = 300  # the server's default tolerance before it re-stamps
@@ -162,7 +163,7 @@ class Synchronizer:
                 raise
             items = page.get("conflicts")
             if not isinstance(items, list) or not all(_conflict_entry(e) for e in items):
-                raise SyncError("The server sent an unreadable conflict list.")
+                raise SyncError(N_("The server sent an unreadable conflict list."))
             entries += items
             if not page.get("more") or type(page.get("next_after")) is not int:
                 break
@@ -223,8 +224,8 @@ class Synchronizer:
                 if isinstance(skew.get("seconds"), (int, float)):
                     report.skew = skew["seconds"]
             if counts["unanswered"]:
-                raise SyncError(f"The server answered only {answered} of {count} changes; "
-                                "the rest stay queued.")
+                raise SyncError(N_("The server answered only {answered} of {count} changes; "
+                                   "the rest stay queued.", answered=answered, count=count))
             if size < ceiling:  # a good answer: grow back toward the limit
                 size = min(ceiling, size * 2)
                 store.set_meta(batch_size=size)
@@ -268,9 +269,9 @@ class Synchronizer:
                     or not isinstance(page.get("cursor", ""), (str, type(None)))
                     or not all(merging.readable_wire(r) for r in records)):
                 # Never skip a record: the cursor would move past it for good.
-                raise SyncError("The server sent a malformed pull page; nothing was applied.")
+                raise SyncError(N_("The server sent a malformed pull page; nothing was applied."))
             if page["more"] and not records and page.get("cursor") in (None, cursor):
-                raise SyncError("The server's pull did not advance; try again later.")
+                raise SyncError(N_("The server's pull did not advance; try again later."))
             cursor, more = page.get("cursor", cursor), page["more"]
             store.apply_pull(records, cursor, generation=generation)
             report.pulled += len(records)

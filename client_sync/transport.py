@@ -27,6 +27,7 @@ from urllib3.util.retry import Retry
 
 from .config import NetworkConfig
 from .errors import ApiError, AuthError, ServerUnreachable, SyncError
+from .i18n import N_
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 
@@ -68,19 +69,22 @@ def failure_message(kind, base_url):
     host = urlsplit(base_url).hostname or base_url
     other = base_url.replace("https://", "http://", 1) if base_url.startswith("https://") \
         else base_url.replace("http://", "https://", 1)
-    return {
-        "refused": f"Server {base_url} refused the connection: nothing answers on that port. "
-                   "Check the server address and port (ask your supervisor), and that the "
-                   "server is running; your changes stay queued.",
-        "unknown_host": f"Cannot find the server {host!r}: check the server address (ask "
-                        "your supervisor) and that this device is on the network; your "
-                        "changes stay queued.",
-        "no_route": f"No network route to {base_url}: connect to a network and sync later; "
-                    "your changes stay queued.",
-        "tls": f"A secure connection to {base_url} failed (TLS): the server may not speak "
-               f"https, or its certificate is not trusted. Check the address ({other}?) with "
-               "your supervisor; your changes stay queued.",
-    }[kind]
+    if kind == "refused":
+        return N_("Server {url} refused the connection: nothing answers on that port. "
+                  "Check the server address and port (ask your supervisor), and that the "
+                  "server is running; your changes stay queued.", url=base_url)
+    if kind == "unknown_host":
+        return N_("Cannot find the server {host!r}: check the server address (ask "
+                  "your supervisor) and that this device is on the network; your "
+                  "changes stay queued.", host=host)
+    if kind == "no_route":
+        return N_("No network route to {url}: connect to a network and sync later; "
+                  "your changes stay queued.", url=base_url)
+    if kind == "tls":
+        return N_("A secure connection to {url} failed (TLS): the server may not speak "
+                  "https, or its certificate is not trusted. Check the address ({other}?) "
+                  "with your supervisor; your changes stay queued.", url=base_url, other=other)
+    raise KeyError(kind)
 
 
 class ServerAddressError(ServerUnreachable):
@@ -190,7 +194,7 @@ class Transport:
         headers = kwargs.pop("headers", {})
         if auth:
             if not self.token:
-                raise AuthError("Not logged in. Run `fieldsync login` first.")
+                raise AuthError(N_("Not logged in. Run `fieldsync login` first."))
             headers["Authorization"] = f"Bearer {self.token}"
         timeout = (c.connect_timeout, min(c.read_timeout, max(c.give_up_after, 1.0)))
         url = self.base_url + path
@@ -213,15 +217,17 @@ class Transport:
                 if kind:
                     raise ServerAddressError(kind, self.base_url, attempt) from None
                 if time.monotonic() >= deadline:
-                    raise ServerUnreachable(
-                        f"Server {self.base_url} did not answer within {c.give_up_after:g} s "
-                        f"({type(exc).__name__}): the connection is too slow or down. "
-                        "Sync later; your changes stay queued.") from None
+                    raise ServerUnreachable(N_(
+                        "Server {url} did not answer within {seconds:g} s ({error}): the "
+                        "connection is too slow or down. Sync later; your changes stay queued.",
+                        url=self.base_url, seconds=c.give_up_after,
+                        error=type(exc).__name__)) from None
                 self.adapter.max_retries = self._retry(deadline, statuses)
                 time.sleep(min(c.backoff_factor * (2 ** min(attempt, 6)),
                                max(0.0, deadline - time.monotonic())))
             except requests.RequestException as exc:
-                raise SyncError(f"Request to {self.base_url} failed: {type(exc).__name__}.") from None
+                raise SyncError(N_("Request to {url} failed: {error}.", url=self.base_url,
+                                   error=type(exc).__name__)) from None
         return response
 
     #: Seconds a TLS handshake may take before the address is checked for plain http.
@@ -279,7 +285,8 @@ class Transport:
             # redirect status (a proxy's, a captive portal's) is no answer,
             # and nothing it says is taken (a push stays queued).
             if response.status_code != 200 or not isinstance(body, dict):
-                raise SyncError(f"The server sent an unreadable answer (HTTP {response.status_code}).")
+                raise SyncError(N_("The server sent an unreadable answer (HTTP {status}).",
+                                   status=response.status_code))
             return body
         body = body if isinstance(body, dict) else {}
         # Only our server's error shape is trusted; a proxy's or a broken
@@ -296,9 +303,9 @@ class Transport:
             error.code = code  # the user is locked out for a while (Client.login says more)
             raise error
         if response.status_code in RETRY_STATUSES:
-            said = f": {message.rstrip('.')}" if message else ""
-            raise ServerUnreachable(f"Server busy or failing (HTTP {response.status_code}){said}. "
-                                    "Sync later; your changes stay queued.")
+            raise ServerUnreachable(N_("Server busy or failing (HTTP {status}): {said}. "
+                                       "Sync later; your changes stay queued.",
+                                       status=response.status_code, said=message.rstrip(".")))
         raise ApiError(f"{message} (HTTP {response.status_code}{', ' + code if code else ''})",
                        response.status_code, code, details)
 
@@ -326,7 +333,7 @@ class Transport:
             return None, etag
         forms = self._decode(response).get("forms", [])
         if not isinstance(forms, list) or not all(isinstance(f, dict) for f in forms):
-            raise SyncError("The server sent unreadable form definitions.")
+            raise SyncError(N_("The server sent unreadable form definitions."))
         return forms, response.headers.get("ETag")
 
     def push(self, body_gzip):
@@ -409,20 +416,21 @@ class Transport:
                 raise ServerAddressError(kind, self.base_url) from None
             if answered:
                 # (urllib3 may hold back a partial last read: `written` is a floor.)
-                what = f" after {written} bytes" if written else ""
-                raise ServerUnreachable(
-                    f"The export download from {self.base_url} was cut off{what} ({name}); "
-                    "nothing was saved. Try again.") from None
+                raise ServerUnreachable(N_(
+                    "The export download from {url} was cut off after {bytes} bytes ({error}); "
+                    "nothing was saved. Try again.", url=self.base_url, bytes=written,
+                    error=name)) from None
             if _read_timed_out(exc):
-                raise ServerUnreachable(
-                    f"Server {self.base_url} sent nothing for {c.export_read_timeout:g} s "
-                    "(a large XLSX is built whole before it is sent: try CSV, or set "
-                    "FIELDSYNC_EXPORT_READ_TIMEOUT higher); nothing was saved.") from None
-            raise ServerUnreachable(
-                f"Server {self.base_url} did not answer ({name}); nothing was saved.") from None
+                raise ServerUnreachable(N_(
+                    "Server {url} sent nothing for {seconds:g} s (a large XLSX is built whole "
+                    "before it is sent: try CSV, or set FIELDSYNC_EXPORT_READ_TIMEOUT higher); "
+                    "nothing was saved.", url=self.base_url,
+                    seconds=c.export_read_timeout)) from None
+            raise ServerUnreachable(N_("Server {url} did not answer ({error}); nothing was saved.",
+                                       url=self.base_url, error=name)) from None
         except requests.RequestException as exc:
-            raise SyncError(f"Export from {self.base_url} failed ({type(exc).__name__}); "
-                            "nothing was saved.") from None
+            raise SyncError(N_("Export from {url} failed ({error}); nothing was saved.",
+                               url=self.base_url, error=type(exc).__name__)) from None
 
 
 #: Exports whose lines are records (the progress counts them).

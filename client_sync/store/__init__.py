@@ -32,6 +32,7 @@ import os
 from pathlib import Path
 
 from ..errors import FieldsyncError
+from ..i18n import N_
 from . import keys
 from .database import encrypt_file, is_plaintext, private_folder
 from .database import DB_ERRORS, Database, StoreDamaged, is_damage, utc_now, uuid7
@@ -50,7 +51,7 @@ class Store(Outbox):
         """Forget the previous user's records, cursor and login (nothing unsynced)."""
         with self.transaction():
             if self.unsynced_count():
-                raise FieldsyncError("Unsynced changes remain; refusing to forget them.")
+                raise FieldsyncError(N_("Unsynced changes remain; refusing to forget them."))
             self.conn.execute("DELETE FROM records")
             self.conn.execute("DELETE FROM batches")
             self.conn.execute("DELETE FROM conflicts")

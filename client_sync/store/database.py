@@ -114,8 +114,8 @@ def connect(path, key=None):
         conn.row_factory = sqlite3.Row
         return conn
     if sqlcipher is None:  # pragma: no cover
-        raise FieldsyncError("This data folder is encrypted but the sqlcipher3 package is "
-                             "missing: reinstall fieldsync.")
+        raise FieldsyncError(N_("This data folder is encrypted but the sqlcipher3 package is "
+                                "missing: reinstall fieldsync."))
     conn = sqlcipher.connect(str(path), timeout=30, isolation_level=None)
     conn.row_factory = sqlcipher.Row
     # SQLCipher logs page HMAC failures to stderr; they reach the user as our

@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 from ..errors import FieldsyncError
+from ..i18n import N_
 
 KEY_FILE = "encryption.json"
 SESSION_HOURS = 12.0
@@ -84,7 +85,7 @@ def derive(passphrase: str, params: dict) -> bytes:
     from argon2.low_level import Type, hash_secret_raw
 
     if not passphrase:
-        raise FieldsyncError("The passphrase is empty.")
+        raise FieldsyncError(N_("The passphrase is empty."))
     memo = (params["salt"], hashlib.sha256(passphrase.encode()).hexdigest())
     if memo not in _derived:
         _derived[memo] = hash_secret_raw(
@@ -111,8 +112,8 @@ def key_for(passphrase: str, params: dict) -> bytes:
     """The key of ``passphrase``, or :class:`WrongPassphrase`."""
     key = derive(passphrase, params)
     if not hmac.compare_digest(check_value(key), params["check"]):
-        raise WrongPassphrase("Wrong passphrase for this device's data; nothing was opened "
-                              "or changed. Try again (letters and spaces count exactly).")
+        raise WrongPassphrase(N_("Wrong passphrase for this device's data; nothing was opened "
+                                 "or changed. Try again (letters and spaces count exactly)."))
     return key
 
 
@@ -153,7 +154,8 @@ def session_hours() -> float:
     try:
         return float(value) if value else SESSION_HOURS
     except ValueError:
-        raise FieldsyncError(f"FIELDSYNC_SESSION_HOURS must be a number, not {value!r}") from None
+        raise FieldsyncError(N_("FIELDSYNC_SESSION_HOURS must be a number, not {value!r}",
+                                value=value)) from None
 
 
 def remember(data_dir, key: bytes, hours=None):
@@ -215,7 +217,7 @@ def unlock(data_dir, passphrase=None):
         return key_for(passphrase, params)
     key = session_key(data_dir, params)
     if key is None:
-        raise PassphraseNeeded(
+        raise PassphraseNeeded(N_(
             "This device's data is encrypted: type its passphrase (the CLI asks in a "
-            "terminal), or set FIELDSYNC_PASSPHRASE for a script. Nothing was changed.")
+            "terminal), or set FIELDSYNC_PASSPHRASE for a script. Nothing was changed."))
     return key

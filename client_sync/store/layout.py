@@ -12,6 +12,7 @@ A table or column added here gets its line in the table list of
 from __future__ import annotations
 
 from ..errors import FieldsyncError
+from ..i18n import N_
 
 SYNC_STATES = ("pending", "sent", "acknowledged", "conflict", "rejected", "forbidden")
 HELD_STATES = ("rejected", "forbidden")  # not resent until edited or after a new login
@@ -105,10 +106,10 @@ def migrate(conn, path):
     """
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > len(MIGRATIONS):
-        raise StoreTooNew(
-            f"The data in {path} was written by a newer fieldsync (layout "
-            f"{version}; this one knows up to {len(MIGRATIONS)}). Update the app; "
-            "nothing was changed.")
+        raise StoreTooNew(N_(
+            "The data in {path} was written by a newer fieldsync (layout {version}; this one "
+            "knows up to {known}). Update the app; nothing was changed.",
+            path=str(path), version=version, known=len(MIGRATIONS)))
     for step in MIGRATIONS[version:]:
         step(conn)
     if version < len(MIGRATIONS):

@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from schemas import merge as merging
 
 from ..errors import FieldsyncError, RecordNotFound
+from ..i18n import N_
 from .database import _dumps, utc_now
 from .layout import HELD_STATES
 from .records import Records
@@ -47,16 +48,16 @@ class Outbox(Records):
             row = self._row(record_id)
             if create is not None:
                 if row is not None:
-                    raise FieldsyncError(f"Record {record_id} already exists.")
+                    raise FieldsyncError(N_("Record {id} already exists.", id=record_id))
                 state = {"id": record_id, "form": create["form"],
                          "form_version": create["form_version"], "area": create["area"],
                          "fields": {}, "deleted": None}
             else:
                 if row is None:
-                    raise RecordNotFound(f"No record {record_id} on this device.")
+                    raise RecordNotFound(N_("No record {id} on this device.", id=record_id))
                 state = json.loads(row["state"])
                 if merging.is_deleted(state):
-                    raise FieldsyncError(f"Record {record_id} is deleted.")
+                    raise FieldsyncError(N_("Record {id} is deleted.", id=record_id))
             clock = self._tick()
             device = self.device_id
             entry = self._entry(record_id)

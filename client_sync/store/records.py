@@ -16,6 +16,7 @@ import json
 from schemas import merge as merging
 
 from ..errors import FieldsyncError
+from ..i18n import N_
 from .database import Database, _dumps, utc_now
 
 
@@ -106,7 +107,7 @@ class Records(Database):
                     state["deleted"] = None
                 else:
                     state["fields"].pop(exc.field, None)
-        raise FieldsyncError(f"Could not merge record {wire['id']} from the server.")
+        raise FieldsyncError(N_("Could not merge record {id} from the server.", id=wire["id"]))
 
     # -- pull -------------------------------------------------------------------
 
