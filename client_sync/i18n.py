@@ -16,6 +16,7 @@ values: the command line says it again in the user's language with
 
 from __future__ import annotations
 
+import functools
 import gettext
 from pathlib import Path
 
@@ -25,11 +26,15 @@ DOMAIN = "cli"
 _current: gettext.NullTranslations = gettext.NullTranslations()
 
 
+@functools.lru_cache(maxsize=None)
+def _translation(lang: str | None) -> gettext.NullTranslations:
+    return gettext.translation(DOMAIN, LOCALE_DIR, languages=[lang or "en"], fallback=True)
+
+
 def use(lang: str | None) -> None:
     """Speak `lang` from now on (``"en"``, ``"vi"``); an unknown one is English."""
     global _current
-    _current = gettext.translation(DOMAIN, LOCALE_DIR, languages=[lang or "en"],
-                                   fallback=True)
+    _current = _translation(lang)
 
 
 def _(message: str) -> str:
@@ -57,16 +62,18 @@ def N_(message: str, **params) -> str:
     return text
 
 
-def say(message) -> str:
+def say(message, lang: str | None = None) -> str:
     """`message` (a string, a :class:`Text` or an exception raised with one)
-    in the chosen language; a text the catalog does not hold stays as it is."""
+    in `lang`, else the chosen language; a text the catalog does not hold
+    stays as it is."""
+    translate = (_translation(lang) if lang else _current).gettext
     if isinstance(message, BaseException):
         message = message.args[0] if len(message.args) == 1 else str(message)
     if isinstance(message, Text):
-        return _(message.template).format(**{
-            name: say(value) if isinstance(value, Text) else value
+        return translate(message.template).format(**{
+            name: say(value, lang) if isinstance(value, Text) else value
             for name, value in message.params.items()})
-    return _(str(message))
+    return translate(str(message))
 
 
 #: A record's sync states, shown by ``list``, ``show``, ``sync`` and ``status``.

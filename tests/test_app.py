@@ -186,6 +186,49 @@ def test_sync_offline_says_so_quickly_and_keeps_everything_queued(app, web, home
         assert d.store.unsynced_count() == 1
 
 
+def test_a_captive_portals_page_is_said_in_the_pages_language_and_nothing_is_lost(app, web,
+                                                                                    home):
+    """A village Wi-Fi's sign-in page answers every address with 200 and HTML:
+    the sync stops with the library's message, in Vietnamese on a Vietnamese
+    page, and the change stays queued."""
+    import http.server
+    import threading
+
+    class Portal(http.server.BaseHTTPRequestHandler):
+        def _page(self):
+            body = b"<html><body>Sign in to the Wi-Fi</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _page
+
+        def log_message(self, *args):
+            pass
+
+    portal = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Portal)
+    threading.Thread(target=portal.serve_forever, daemon=True).start()
+    try:
+        with Client(home) as d:
+            d.add("household", household())
+            d.store.set_meta(server=f"http://127.0.0.1:{portal.server_port}")
+        job = app.extensions["fieldsync_sync"]
+        assert web.post("/sync", data={"csrf_token": token(web)},
+                        headers={"Accept": "application/json"}).status_code == 202
+        job.wait(30)
+        progress = web.get("/sync/progress").json
+    finally:
+        portal.shutdown()
+        portal.server_close()
+    assert progress["outcome"] == "error" and not progress["running"]
+    assert "Máy chủ gửi câu trả lời không đọc được (HTTP 200)" in progress["text"]
+    assert "1 thay đổi" in progress["text"]
+    with Client(home) as d:
+        assert d.store.unsynced_count() == 1
+
+
 def test_the_app_command_serves_on_localhost_only(monkeypatch, tmp_path):
     from click.testing import CliRunner
 

@@ -22,6 +22,7 @@ import time
 from ..client import Client
 from ..config import NetworkConfig
 from ..errors import AuthError, NotLoggedIn, ServerUnreachable, SyncError
+from ..i18n import say
 
 CONFLICTS_META = "app_conflicts"
 
@@ -44,7 +45,7 @@ class Progress:
     done: int = 0
     total: int | None = None
     outcome: str = ""        # ok, offline, login, error
-    detail: str = ""         # the library's message (English), for `error`
+    detail: str = ""         # the library's message, in the page's language, for `error`
     report: dict | None = None
     queued: int = 0
     finished: float = 0.0
@@ -104,7 +105,7 @@ class SyncJob:
         except ServerUnreachable:
             outcome = "offline"
         except SyncError as exc:
-            outcome, detail = "error", str(exc)
+            outcome, detail = "error", say(exc, lang)
         except Exception as exc:  # noqa: BLE001  a bug: said on the page, never a crash
             outcome, detail = "error", f"{type(exc).__name__}: {exc}"
         finally:
