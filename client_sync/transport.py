@@ -14,6 +14,7 @@ becomes a :class:`~client_sync.errors.SyncError`.
 from __future__ import annotations
 
 import errno
+import random
 import socket
 import ssl
 import time
@@ -124,6 +125,11 @@ class DeadlineRetry(Retry):
         wait = None
         if self.respect_retry_after_header and response is not None:
             wait = self.get_retry_after(response)
+            if wait is not None and self.backoff_jitter > 0:
+                # Devices told the same Retry-After in a sign-in storm would
+                # all come back in the same instant and meet the same 503:
+                # spread them over as long again (never sooner than told).
+                wait += random.uniform(0.0, wait)
         if wait is None:
             wait = self.get_backoff_time()
         if self.deadline is not None:

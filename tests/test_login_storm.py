@@ -179,3 +179,25 @@ def test_the_device_library_waits_out_the_503_and_signs_in(db_path, tmp_path, mo
     refused = log.read_text().count('"POST /api/v1/auth/login" 503')
     assert refused > 0, "no sign-in met the bound: the retry was not exercised"
     assert _failures(db_path) == {}
+
+
+def test_the_device_spreads_its_retries_after_a_503_over_as_long_again(monkeypatch):
+    """A storm's devices are all told the same Retry-After: each waits at
+    least that long, and the waits are spread over [R, 2R] rather than all
+    ending in the same instant (with jitter off, tests get exactly R)."""
+    import urllib3
+    from client_sync import transport
+
+    waits = []
+    monkeypatch.setattr(transport.time, "sleep", waits.append)
+    answer = urllib3.HTTPResponse(status=503, headers={"Retry-After": "4"})
+    for _ in range(200):
+        transport.DeadlineRetry(total=5, backoff_jitter=0.5, status_forcelist=[503],
+                                respect_retry_after_header=True).sleep(answer)
+    assert len(waits) == 200 and all(4.0 <= w <= 8.0 for w in waits)
+    assert min(waits) < 5.0 and max(waits) > 7.0          # spread over the window
+    assert len({round(w, 3) for w in waits}) > 150
+    waits.clear()
+    transport.DeadlineRetry(total=5, backoff_jitter=0, status_forcelist=[503],
+                            respect_retry_after_header=True).sleep(answer)
+    assert waits == [4.0]
