@@ -196,6 +196,36 @@ def test_health_worker_signs_in_and_adds_a_household_and_a_member_without_an_id(
     assert not page.errors
 
 
+def test_the_next_working_day_the_passphrase_unlocks_the_records(page, app, site, home,
+                                                                  shots):
+    """Signed in with a data passphrase; the session key is gone (a reboot,
+    `fieldsync lock`): every page goes to the unlock page, a wrong passphrase
+    opens nothing, the right one goes back to the page asked for."""
+    from client_sync.store import keys
+    page.goto(app.url + "/sign-in")
+    page.fill("input[name=server]", site.url)
+    page.fill("input[name=username]", HW["username"])
+    page.fill("input[name=password]", HW["password"])
+    page.fill("input[name=passphrase]", "suối đá xanh 2026")
+    page.fill("input[name=passphrase2]", "suối đá xanh 2026")
+    submit(page, "button.primary")
+    assert page.locator("h1").inner_text() == "Hộ gia đình"
+    keys.forget(home)
+    page.goto(app.url + "/?q=ly")
+    assert "/unlock?next=" in page.url
+    assert page.locator("h1").inner_text() == "Mở khóa dữ liệu của máy này"
+    page.screenshot(path=shots / "app-unlock.png")
+    page.fill("input[name=passphrase]", "suoi da xanh 2026")      # no accents: wrong
+    submit(page, "button.primary")
+    assert "Sai mật khẩu dữ liệu" in page.locator(".flash.error").inner_text()
+    assert "/unlock" in page.url
+    page.fill("input[name=passphrase]", "suối đá xanh 2026")
+    submit(page, "button.primary")
+    assert page.url == app.url + "/?q=ly"
+    # The only console error is the wrong passphrase's 401 answer.
+    assert all("401" in error for error in page.errors), page.errors
+
+
 def test_a_pregnancy_and_a_check_up_are_registered_and_synced_without_an_id(
         page, app, signed_in, site, shots):
     """Issue 17's whole errand in the browser: from the woman's page a pregnancy, from the

@@ -97,6 +97,10 @@ def test_a_lost_session_key_sends_every_page_to_unlock(server_process, tmp_path,
     target = gone.headers["Location"]
     wrong = web.post(target, data={"csrf_token": csrf(web, target), "passphrase": "nope"})
     assert wrong.status_code == 401
+    assert "Sai mật khẩu dữ liệu" in wrong.get_data(as_text=True)
+    empty = web.post(target, data={"csrf_token": csrf(web, target), "passphrase": ""})
+    assert empty.status_code == 400
+    assert "Hãy nhập mật khẩu dữ liệu của máy này." in empty.get_data(as_text=True)
     assert web.get("/").status_code == 302
     right = web.post(target, data={"csrf_token": csrf(web, target), "passphrase": PASSPHRASE})
     assert right.status_code == 302 and right.headers["Location"] == "/?q=a"

@@ -112,16 +112,17 @@ def unlock():
     message, status = None, 200
     if request.method == "POST":
         passphrase = request.form.get("passphrase", "")
-        try:
-            if not passphrase:
-                raise keys.WrongPassphrase(_("Type the passphrase of this device's data."))
-            with Client(current_app.config["DATA_DIR"], passphrase=passphrase) as device:
-                locking.keep(device, passphrase)
-        except keys.WrongPassphrase:
-            message, status = _("Wrong passphrase: nothing was opened or changed. Try "
-                                "again; letters, accents and spaces count exactly."), 401
+        if not passphrase:
+            message, status = _("Type the passphrase of this device's data."), 400
         else:
-            return redirect(target)
+            try:
+                with Client(current_app.config["DATA_DIR"], passphrase=passphrase) as device:
+                    locking.keep(device, passphrase)
+            except keys.WrongPassphrase:
+                message, status = _("Wrong passphrase: nothing was opened or changed. Try "
+                                    "again; letters, accents and spaces count exactly."), 401
+            else:
+                return redirect(target)
     return render_template("unlock.html", message=message, next=target), status
 
 
