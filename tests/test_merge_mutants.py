@@ -272,3 +272,18 @@ def test_a_delete_against_concurrent_edits_logs_each_side_with_its_winner():
         Conflict("head_name", winner=tomb, loser=_reg("A", _at(0, "dev-a"), "dev-a", "u-dev-a")),
         Conflict("deleted", winner=_reg("moved", _at(20, "dev-c"), "dev-c", "u-c"), loser=tomb)]
     assert res.lost == ["deleted"] and res.changed == ["deleted"]
+
+
+def test_a_record_is_deleted_only_while_its_tombstone_is_newer_than_every_field():
+    """is_deleted mutant 13 (`<` → `<=`): a change that sets a field and
+    deletes at one clock leaves a tombstone no newer than that field, so the
+    record stands (the rule of merge.py's docstring); 1 ms later, it is gone."""
+    from schemas.merge import is_deleted, to_wire
+    clock = _at(10, "dev-b")
+    both = merge(None, {**_change(clock, {"head_name": "A"}), "deleted": True},
+                 device="dev-b", user="u-b").record
+    assert both["fields"]["head_name"]["hlc"] == both["deleted"]["hlc"] == clock
+    assert not is_deleted(both) and to_wire(both)["deleted"] is False
+    later = merge(both, {**_change(_at(11, "dev-b"), {}), "deleted": True}, device="dev-b",
+                  user="u-b").record
+    assert is_deleted(later) and to_wire(later)["deleted"] is True
