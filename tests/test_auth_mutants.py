@@ -403,12 +403,16 @@ def test_unknown_wrong_or_disabled_get_one_answer_and_count(db, frozen, name, pa
     assert failures(db) == [(f"addr:{ADDR}", T), (f"user:{name}", T)]
 
 
-def test_an_unknown_user_is_checked_against_a_real_argon2_hash(db):
-    """The dummy check keeps an unknown name as slow as a known one."""
-    with pytest.raises(ApiError):
-        auth.check_credentials(db, "ghost", "not a password", ADDR)
-    assert auth._DUMMY_HASH.startswith("$argon2id$")
-    assert PasswordHasher().verify(auth._DUMMY_HASH, "not a password")
+def test_an_unknown_user_is_checked_against_a_real_argon2_hash(db, monkeypatch):
+    """The dummy check keeps an unknown name as slow as a known one. Made
+    afresh here: under mutmut an earlier run in the parent process may have
+    made it already, and the code that makes it would then never run."""
+    monkeypatch.setattr(auth, "_DUMMY_HASH", None)
+    for _ in range(2):
+        with pytest.raises(ApiError):
+            auth.check_credentials(db, "ghost", "not a password", ADDR)
+        assert auth._DUMMY_HASH.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+        assert PasswordHasher().verify(auth._DUMMY_HASH, "not a password")
 
 
 def test_success_takes_back_the_users_failures_and_its_own_attempt(db, frozen):
@@ -446,6 +450,21 @@ def test_twenty_failures_lock_the_address_for_every_user(db, frozen):
     assert raised(auth.check_credentials, db, "hw", USERS["hw"]["password"], ADDR)[:2] == (
         "too_many_attempts", 429)
     assert auth.check_credentials(db, "hw", USERS["hw"]["password"], "10.0.0.2")["id"]
+
+
+def test_the_counting_transaction_checks_the_address_limit_itself(db, frozen):
+    """`_reserve_attempt` re-checks both limits inside its write transaction:
+    a parallel attempt may have reached the address limit after the read
+    that `check_credentials` does first."""
+    add_failures(db, f"addr:{ADDR}", *[T - 1] * 20)
+    assert raised(auth._reserve_attempt, db, "hw", ADDR)[:2] == ("too_many_attempts", 429)
+    add_failures(db, "user:sup", *[T - 1] * 5)
+    assert raised(auth._reserve_attempt, db, "sup", "10.0.0.2")[:2] == (
+        "too_many_attempts", 429)
+    assert len(failures(db)) == 25
+    assert len(auth._reserve_attempt(db, "hw2", "10.0.0.2")) == 2
+    assert failures(db)[:2] == [(f"addr:{ADDR}", T - 1)] * 2
+    assert ("addr:10.0.0.2", T) in failures(db) and ("user:hw2", T) in failures(db)
 
 
 def test_the_limits_and_the_window_follow_the_settings(base_db, tmp_path, frozen):
@@ -533,6 +552,9 @@ def test_no_free_slot_is_503_and_counts_nothing(base_db, tmp_path, frozen):
         # A user already at the limit is refused at once, with no slot.
         add_failures(db, "user:sup", *[T] * 5)
         assert raised(auth.check_credentials, db, "sup", "x", ADDR)[:2] == (
+            "too_many_attempts", 429)
+        add_failures(db, "addr:10.0.0.5", *[T] * 20)
+        assert raised(auth.check_credentials, db, "hw2", "x", "10.0.0.5")[:2] == (
             "too_many_attempts", 429)
         sem.release()
         # The slot is given back after a failure and after a success.
