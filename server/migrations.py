@@ -239,6 +239,21 @@ def m011_facts_subject_index(db):
     db.execute("CREATE INDEX IF NOT EXISTS idx_facts_subject ON facts (subject, form, day)")
 
 
+@migration
+def m012_facts_subject_index_of_pnc_visits(db):
+    # Only one query finds facts by subject through an index: a birth's PNC
+    # visits (indicators.compute._births, `form = 'pnc_visit' AND subject =
+    # ?`); every other reads a form's rows in an area (idx_facts_form_area)
+    # or a record by id. Indexing every form's subject cost each push a
+    # leaf page per subject it touched (500 visits and measurements into
+    # 50,000 facts: 1.9 KB of WAL a record with it, 0.46 KB without;
+    # bench/README.md, issue 14's push throughput). The partial index holds
+    # the PNC visits alone.
+    db.execute("DROP INDEX IF EXISTS idx_facts_subject")
+    db.execute("CREATE INDEX IF NOT EXISTS idx_facts_pnc_subject ON facts (subject) "
+               "WHERE form = 'pnc_visit'")
+
+
 def current_version(db):
     return db.execute("PRAGMA user_version").fetchone()[0]
 

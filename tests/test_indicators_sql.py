@@ -265,7 +265,8 @@ def test_sql_indicators_equal_the_python_oracle(facts_db, rows, scopes, period, 
 
 def test_migration_11_indexes_an_existing_database_and_keeps_its_figures(db_path):
     # A database from before migration 11 (facts, no subject index): `init`
-    # adds the index, keeps every fact, and the report still equals the oracle.
+    # adds the index (since migration 12, PNC visits' only), keeps every
+    # fact, and the report still equals the oracle.
     rows = [("w1", "person", "QN.A.X", None, "1996-05-01", {"eth": "09", "sex": "female"}),
             ("g1", "pregnancy", "QN.A.X", "w1", "2025-06-01", {"prior": 1}),
             ("o1", "pregnancy_outcome", "QN.A.X", "g1", "2026-01-10", {
@@ -288,7 +289,7 @@ def test_migration_11_indexes_an_existing_database_and_keeps_its_figures(db_path
     run_cli(db_path, "init")
     db = connect(str(db_path))
     assert migrations.current_version(db) == migrations.latest_version()
-    assert db.execute("SELECT sql FROM sqlite_master WHERE name = 'idx_facts_subject'"
+    assert db.execute("SELECT sql FROM sqlite_master WHERE name = 'idx_facts_pnc_subject'"
                       ).fetchone() is not None
     assert db.execute("SELECT count(*) FROM facts").fetchone()[0] == len(rows)
     start, end = date(2026, 1, 1), date(2026, 3, 31)

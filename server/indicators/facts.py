@@ -160,8 +160,13 @@ def record_written(db, head, values, computed, deleted):
         db.execute("DELETE FROM facts WHERE id = ?", [head["id"]])
         return
     subject, day, f = extract(form, values, computed)
-    db.execute("INSERT OR REPLACE INTO facts (id, form, area, subject, day, f) "
-               "VALUES (?, ?, ?, ?, ?, ?)",
+    # An upsert, not INSERT OR REPLACE: an edit updates its row in place
+    # (REPLACE deletes it and inserts it again under a new rowid, touching
+    # every index). A record's form and area never change (storage rejects
+    # an identity mismatch), so an edit leaves them, and their index, alone.
+    db.execute("INSERT INTO facts (id, form, area, subject, day, f) VALUES (?, ?, ?, ?, ?, ?) "
+               "ON CONFLICT (id) DO UPDATE SET subject = excluded.subject, "
+               "day = excluded.day, f = excluded.f",
                [head["id"], form, head["area"], subject, day, orjson.dumps(f).decode()])
 
 
