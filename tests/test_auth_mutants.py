@@ -568,9 +568,25 @@ def test_no_free_slot_is_503_and_counts_nothing(base_db, tmp_path, frozen):
 
 def test_a_sign_in_waits_for_a_slot_up_to_login_wait_seconds(base_db, tmp_path):
     app = make_app(base_db, tmp_path, LOGIN_CONCURRENCY=1, LOGIN_WAIT_SECONDS=1)
-    sem = auth.login_slots(app)
-    assert sem.acquire(blocking=False)
-    threading.Timer(0.05, sem.release).start()
+
+    class FreedWhileWaiting:
+        """The only slot is taken; another sign-in gives it back while this
+        one waits, and only a sign-in that waits gets it (no timer, so no
+        race with a loaded machine)."""
+
+        def __init__(self):
+            self.sem = threading.BoundedSemaphore(1)
+            assert self.sem.acquire(blocking=False)
+
+        def acquire(self, blocking=True, timeout=None):
+            if blocking and (timeout is None or timeout > 0):
+                self.sem.release()
+            return self.sem.acquire(blocking=False)
+
+        def release(self):
+            self.sem.release()
+
+    app.extensions["fieldsync_login_slots"] = FreedWhileWaiting()
     with app.app_context():
         db = connect(app.config["DB"])
         assert auth.check_credentials(db, "hw", USERS["hw"]["password"], ADDR)
