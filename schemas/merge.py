@@ -164,8 +164,8 @@ def _merge_tombstone(record, change, device, user, bases, stamp, result) -> None
     result.changed.append(DELETED)
     if not value:
         return
-    newest = None
-    for name, reg in record["fields"].items():
+    newest = None  # among fields of one newest edit, the first by name
+    for name, reg in sorted(record["fields"].items()):
         if reg["device"] == device or _same_clock(reg, inc["base"].get(name)):
             continue  # the deleting device had seen this value
         if reg["hlc"] < inc["hlc"]:  # the delete wins over a concurrent edit

@@ -274,6 +274,20 @@ def test_a_delete_against_concurrent_edits_logs_each_side_with_its_winner():
     assert res.lost == ["deleted"] and res.changed == ["deleted"]
 
 
+def test_a_delete_losing_to_one_edit_of_two_fields_logs_the_first_field_by_name():
+    """_merge_tombstone mutant 86 (`>` → `>=`): when the edit that keeps the
+    record set two fields at one clock, the log shows the field first by
+    name as the winner, whatever order the record holds its fields in."""
+    for data in ({"status": "moved", "head_name": "B"}, {"head_name": "B", "status": "moved"}):
+        state = _created({"note": "x"}, _at(0, "dev-b"), device="dev-b")
+        state = merge(state, _change(_at(20, "dev-c"), data), device="dev-c", user="u-c").record
+        res = merge(state, {**_change(_at(10, "dev-b"), {}), "deleted": True},
+                    device="dev-b", user="u-b")
+        tomb = _reg(True, _at(10, "dev-b"), "dev-b", "u-b", base={})
+        assert res.conflicts == [
+            Conflict("deleted", winner=_reg("B", _at(20, "dev-c"), "dev-c", "u-c"), loser=tomb)]
+
+
 def test_a_record_is_deleted_only_while_its_tombstone_is_newer_than_every_field():
     """is_deleted mutant 13 (`<` → `<=`): a change that sets a field and
     deletes at one clock leaves a tombstone no newer than that field, so the
