@@ -290,14 +290,27 @@ def test_ctrl_c_during_a_sync_says_nothing_is_lost(tmp_path):
             "username": "hw", "role": "health_worker", "areas": ["QN.LM.03"]})
         client.add("household", {"head_name": "Lý A Sáng", "poverty_status": "poor",
                                  "registered_on": "2025-05-30", "status": "active"})
-    env = {**os.environ, "FIELDSYNC_HOME": str(home), "FIELDSYNC_GIVE_UP_AFTER": "120"}
+    # PYTHONFAULTHANDLER: if it ever fails to stop, SIGABRT prints where it was.
+    env = {**os.environ, "FIELDSYNC_HOME": str(home), "FIELDSYNC_GIVE_UP_AFTER": "120",
+           "PYTHONFAULTHANDLER": "1"}
     proc = subprocess.Popen([sys.executable, "-c", "from client_sync.cli import main; main()",
                              "sync"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        conn, _ = listener.accept()  # the sync is waiting for an answer that never comes
+        conn, _ = listener.accept()
+        conn.settimeout(60)
+        head = b""
+        while b"\r\n\r\n" not in head:  # the whole request sent: it waits for an answer
+            chunk = conn.recv(4096)
+            assert chunk, "the sync closed its connection before sending a request"
+            head += chunk
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            pytest.fail("the sync did not stop on Ctrl-C; where it was:\n"
+                        + proc.communicate(timeout=30)[1])
     finally:
         proc.kill()
         listener.close()
