@@ -221,8 +221,10 @@ def _anc_contacts(facts):
     t AS (SELECT pid, count(*) AS n, max(ga <= 13) AS t1, max(ga > 13 AND ga <= 27) AS t2,
                  max(ga > 27) AS t3
           FROM (SELECT a.pid, coalesce(a.ga, floor((julianday(a.day) - julianday(coalesce(
-                    a.lmp, p.f ->> 'lmp', date(p.f ->> 'edd', '-280 days')))) / 7.0)) AS ga
-                FROM a {_pregnancy(facts, "p", "a.pid")})
+                    a.lmp, (SELECT coalesce(p.f ->> 'lmp', date(p.f ->> 'edd', '-280 days'))
+                            FROM facts AS p WHERE p.id = a.pid AND p.form = 'pregnancy'
+                            AND {facts.on("p")})))) / 7.0)) AS ga
+                FROM a)
           GROUP BY pid)
     SELECT * FROM t"""
     return {pid: (n, t1, t2, t3) for pid, n, t1, t2, t3 in facts.sql(sql)}
@@ -354,12 +356,13 @@ def deaths(facts, start, end):
         FROM o {_pregnancy(facts, "p", "o.pid")} WHERE o.f ->> 'mo' = 'died' ORDER BY o.rid"""
     for pid, woman, area, d in facts.sql(sql):
         dead.setdefault(woman or pid, (pid, area, d))
-    sql = f"""WITH v AS (SELECT id, subject, area, day, f ->> 'ms' AS ms, f ->> 'mdd' AS mdd,
-                                min(id) OVER (PARTITION BY subject) AS first
-                         FROM facts WHERE form = 'pnc_visit' AND {c})
+    sql = f"""WITH v AS (SELECT id, subject, area, day, f ->> 'mdd' AS mdd
+                         FROM facts WHERE form = 'pnc_visit' AND {c} AND f ->> 'ms' = 'died')
         SELECT v.subject, p.subject, v.area, coalesce(nullif(v.mdd, ''), v.day)
-        FROM v {_pregnancy(facts, "p", "v.subject")} WHERE v.ms = 'died'
-        ORDER BY v.first, coalesce(v.day, ''), v.id"""
+        FROM v {_pregnancy(facts, "p", "v.subject")}
+        ORDER BY (SELECT min(id) FROM facts AS f1 WHERE f1.form = 'pnc_visit'
+                  AND f1.subject IS v.subject AND {facts.on("f1")}),
+                 coalesce(v.day, ''), v.id"""
     for pid, woman, area, d in facts.sql(sql):
         dead.setdefault(woman or pid, (pid, area, d))
     sql = f"""SELECT id, area, f ->> 'dod' FROM facts WHERE form = 'person' AND {c}
@@ -390,7 +393,7 @@ def breastfeeding(facts, start, end):
     else the visit's day postpartum."""
     c = facts.on()
     sql = f"""WITH o AS ({_OUTCOMES.format(c=c)}),
-    ob AS (SELECT json_extract(b.value, '$[0]') AS child, max(o.rid), o.day AS od
+    ob AS MATERIALIZED (SELECT json_extract(b.value, '$[0]') AS child, max(o.rid), o.day AS od
            FROM o, json_each(o.f, '$.babies') AS b GROUP BY 1),
     v AS (SELECT id, area, day, f FROM facts WHERE form = 'pnc_visit' AND {c}
           AND day BETWEEN :start AND :end),
@@ -399,9 +402,9 @@ def breastfeeding(facts, start, end):
            FROM v, json_each(v.f, '$.babies') AS b),
     cand AS (
         SELECT pv.child, pv.day, pv.id, pv.area, pv.ebf FROM pv {_person(facts, "w", "pv.child")}
-        LEFT JOIN ob ON ob.child = pv.child
         WHERE pv.ebf IS NOT NULL AND pv.child IS NOT NULL
-        AND coalesce(julianday(pv.day) - julianday(coalesce(w.day, pv.od, ob.od)), pv.dp)
+        AND coalesce(julianday(pv.day) - julianday(coalesce(
+            w.day, pv.od, (SELECT ob.od FROM ob WHERE ob.child = pv.child))), pv.dp)
             BETWEEN 0 AND 182
         UNION ALL
         SELECT subject, day, id, area, f ->> 'ebf' FROM facts
@@ -427,42 +430,56 @@ def nutrition(facts, start, end):
                          AND day BETWEEN :start AND :end AND f ->> 'age' BETWEEN 0 AND 1826)
         SELECT m.area, m.f, w.f ->> 'sex', w.f ->> 'dobp', w.f ->> 'eth'
         FROM m {_person(facts, "w", "m.subject")} WHERE m.k = 1"""
+    # Many children share one outcome (groups and which indices are low):
+    # count them per outcome, then tally each outcome once.
+    outcomes = Counter()
+    for area, f, psex, dobp, eth in facts.sql(sql, start=start.isoformat(), end=end.isoformat()):
+        key = _measurement(facts.sub_area(area), orjson.loads(f), psex, dobp, eth)
+        if key is not None:
+            outcomes[key] += 1
     tallies = {k: Tally() for k in ("underweight", "stunting", "wasting", "overweight",
                                     "sam", "mam")}
-    for area, f, psex, dobp, eth in facts.sql(sql, start=start.isoformat(), end=end.isoformat()):
-        _measurement(tallies, facts.sub_area(area), orjson.loads(f), psex, dobp, eth)
+    severe = {"severity": "severe"}
+    for (area, eth, sex, *indices, nc), n in outcomes.items():
+        groups = {"ethnicity": eth, "sex": sex, "area": area}
+        for name, index in zip(("underweight", "stunting", "wasting", "overweight"), indices):
+            if index is not None:
+                tallies[name].add(index[0], groups, n=n)
+                tallies[name].add(index[1], severe, counted=False, n=n)
+        if nc is not None:
+            tallies["sam"].add(nc == "sam", groups, n=n)
+            tallies["mam"].add(nc == "mam", groups, n=n)
     return tallies
 
 
-def _measurement(tallies, area, f, psex, dobp, eth):
+def _measurement(area, f, psex, dobp, eth):
+    """`(area, ethnicity, sex, underweight, stunting, wasting, overweight,
+    class)` of one measurement: each index None (not counted) or (low,
+    severely low) (high for overweight); the class None when sam and mam do
+    not count it. None when the z-scores cannot be computed."""
     sex = f.get("sex") or psex
     if "z" not in f:   # v1: computed here from the record's values and the person's sex
         if sex not in ("male", "female"):
-            return   # not computable
+            return None   # not computable
         out = growth_outputs(sex, dobp or "exact", f.get("age"), f.get("w"),
                              f.get("l"), f.get("pos"), f.get("oed"), f.get("muac"))
         f = {**f, "z": [out["waz"], out["haz"], out["whz"], out["baz"]],
              "flags": list(out["flags"]), "nc": out["nutrition_class"]}
     waz, haz, whz, baz = f["z"]
-    flags = set(f.get("flags") or ())
-    groups = {"ethnicity": ethnicity(eth), "sex": sex_group(sex), "area": area}
+    flags = f.get("flags") or ()
     oed = f.get("oed")
 
-    def index(t, z, name, hit, severe, oedema_counts):
+    def index(z, name, oedema_counts, high=False):
         if oed and oedema_counts:   # counts as < -3: in numerator (if low) and denominator
-            t.add(hit(-9.0), groups)
-            t.add(severe(-9.0), {"severity": "severe"}, counted=False)
-        elif z is not None and name not in flags:
-            t.add(hit(z), groups)
-            t.add(severe(z), {"severity": "severe"}, counted=False)
+            z = -9.0
+        elif z is None or name in flags:
+            return None
+        return (z > 2, z > 3) if high else (z < -2, z < -3)
 
-    index(tallies["underweight"], waz, "waz", lambda z: z < -2, lambda z: z < -3, True)
-    index(tallies["stunting"], haz, "haz", lambda z: z < -2, lambda z: z < -3, False)
-    index(tallies["wasting"], whz, "whz", lambda z: z < -2, lambda z: z < -3, True)
-    index(tallies["overweight"], whz, "whz", lambda z: z > 2, lambda z: z > 3, True)
-    if f.get("nc") is not None and 183 <= f["age"] <= 1826:
-        tallies["sam"].add(f["nc"] == "sam", groups)
-        tallies["mam"].add(f["nc"] == "mam", groups)
+    nc = f.get("nc")
+    return (area, ethnicity(eth), sex_group(sex), index(waz, "waz", True),
+            index(haz, "haz", False), index(whz, "whz", True), index(whz, "whz", True, True),
+            nc if nc is not None and 183 <= f["age"] <= 1826 else None)
 
 
 def status(facts, start, end):
