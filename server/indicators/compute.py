@@ -261,25 +261,38 @@ def _births(facts, start, end):
 def birth_indicators(facts, start, end):
     """anc4, anc4_vn, facility_delivery, skilled_attendance, pnc_48h,
     home_visit_tt30, pnc_42d: one pass over the period's births."""
+    per_woman = {}
+    # Many births share one outcome (their groups, each rule's answer, their
+    # babies'): count them per outcome, then tally each outcome once.
+    outcomes = Counter()
+    for pid, on, f, woman, age, groups, n, trimesters, visits in _births(facts, start, end):
+        babies = ()
+        if f.get("type") == "live_birth":
+            per_woman[woman or pid] = (age, groups, n)   # one per woman: her last by id
+            att = f.get("att")
+            # Stillbirths are not live births.
+            babies = tuple((sex_group(sex), f.get("place") in FACILITY, att in SKILLED,
+                            att == "village_midwife")
+                           for _, sex, status in f.get("babies") or () if status in LIVE)
+        visits.sort(key=lambda v: (v[0] or "", v[1]))
+        outcomes[tuple(groups.items()), babies, n >= 4 and trimesters == {1, 2, 3},
+                 _postnatal(on, f, visits)] += 1
     who, vn = Tally(), Tally()
     fac, sba = Tally(), Tally()
-    per_woman = {}
     h48, tt30, d42 = Tally(), Tally(), Tally()
-    for pid, on, f, woman, age, groups, n, trimesters, visits in _births(facts, start, end):
-        live = f.get("type") == "live_birth"
-        if live:
-            per_woman[woman or pid] = (age, groups, n)   # one per woman: her last by id
-            for child, sex, status in f.get("babies") or ():
-                if status not in LIVE:
-                    continue   # stillbirths are not live births
-                g = {**groups, "sex": sex_group(sex)}
-                fac.add(f.get("place") in FACILITY, g)
-                sba.add(f.get("att") in SKILLED, g)
-                sba.add(f.get("att") == "village_midwife", {"attendant": "village_midwife"},
-                        counted=False)
-        vn.add(n >= 4 and trimesters == {1, 2, 3}, groups)
-        visits.sort(key=lambda v: (v[0] or "", v[1]))
-        _postnatal(h48, tt30, d42, on, f, groups, visits)
+    for (items, babies, vn_hit, (mother, newborns, d42_hit, tt30_hit)), k in outcomes.items():
+        groups = dict(items)
+        for sex, facility, skilled, village_midwife in babies:
+            g = {**groups, "sex": sex}
+            fac.add(facility, g, n=k)
+            sba.add(skilled, g, n=k)
+            sba.add(village_midwife, {"attendant": "village_midwife"}, counted=False, n=k)
+        vn.add(vn_hit, groups, n=k)
+        h48.add(mother, {**groups, "subject": "mother"}, n=k)
+        for hit in newborns:
+            h48.add(hit, {"subject": "newborn"}, counted=False, n=k)
+        d42.add(d42_hit, groups, n=k)
+        tt30.add(tt30_hit, groups, n=k)
     for age, groups, n in per_woman.values():
         band = age is not None and 15 <= age <= 49
         who.add(n >= 4, {k: v for k, v in groups.items() if k != "mother_age"} if band else {},
@@ -309,9 +322,10 @@ def _within_48h(on, birth_time, visit_day, visit_time):
     return 0 <= (visit_day - on).days <= 2
 
 
-def _postnatal(h48, tt30, d42, on, f, groups, pnc):
-    """One birth's pnc_48h, pnc_42d and home_visit_tt30, from its PNC visits
-    [[day, id, f]] sorted by day and id."""
+def _postnatal(on, f, pnc):
+    """One birth's `(pnc_48h of the mother, (pnc_48h of each live-born
+    baby), pnc_42d, home_visit_tt30)`, from its PNC visits [[day, id, f]]
+    sorted by day and id."""
     facility = f.get("place") in FACILITY
     checked = facility and f.get("cbd") == "yes"
     visits = []
@@ -320,16 +334,14 @@ def _postnatal(h48, tt30, d42, on, f, groups, pnc):
         if vd is not None:
             visits.append(((vd - on).days, vd, v))
     early = [v for _, vd, v in visits if _within_48h(on, f.get("time"), vd, v.get("time"))]
-    h48.add(checked or bool(early), {**groups, "subject": "mother"})
+    mother = checked or bool(early)
     # The newborn version (DOMAIN §2.5a): each live-born baby, checked
     # before discharge or seen at a visit within 48 h that records it.
     seen = {b[0] for v in early for b in v.get("babies") or ()}
-    for child, _, status in f.get("babies") or ():
-        if f.get("type") == "live_birth" and status in LIVE:
-            h48.add(checked or (child in seen if child else bool(seen)),
-                    {"subject": "newborn"}, counted=False)
-    d42.add(checked or any(0 <= dp <= 42 and v.get("role") == "CHS_staff"
-                           for dp, _, v in visits), groups)
+    newborns = tuple(checked or (child in seen if child else bool(seen))
+                     for child, _, status in f.get("babies") or ()
+                     if f.get("type") == "live_birth" and status in LIVE)
+    d42 = checked or any(0 <= dp <= 42 and v.get("role") == "CHS_staff" for dp, _, v in visits)
     # Denominator: births of P, mother alive at delivery. A live birth or a
     # stillbirth was delivered, so the mother was alive then even when she
     # died after it (died_undelivered is its own outcome type): her newborn
@@ -342,7 +354,7 @@ def _postnatal(h48, tt30, d42, on, f, groups, pnc):
         firsts = sorted({vd for dp, vd, _ in visits if dp >= 0})   # one visit per date
         ok = (len(firsts) >= 2 and (firsts[0] - on).days <= 1
               and (firsts[1] - firsts[0]).days <= 7)
-    tt30.add(ok, groups)
+    return bool(mother), newborns, bool(d42), bool(ok)
 
 
 def deaths(facts, start, end):
