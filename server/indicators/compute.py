@@ -262,9 +262,9 @@ def birth_indicators(facts, start, end):
     """anc4, anc4_vn, facility_delivery, skilled_attendance, pnc_48h,
     home_visit_tt30, pnc_42d: one pass over the period's births."""
     per_woman = {}
-    # Many births share one outcome (their groups, each rule's answer, their
-    # babies'): count them per outcome, then tally each outcome once.
-    outcomes = Counter()
+    # Many births share one result (their groups, each rule's answer, their
+    # babies'): count the births per result, then tally each result once.
+    results = Counter()
     for pid, on, f, woman, age, groups, n, trimesters, visits in _births(facts, start, end):
         babies = ()
         if f.get("type") == "live_birth":
@@ -275,12 +275,12 @@ def birth_indicators(facts, start, end):
                             att == "village_midwife")
                            for _, sex, status in f.get("babies") or () if status in LIVE)
         visits.sort(key=lambda v: (v[0] or "", v[1]))
-        outcomes[tuple(groups.items()), babies, n >= 4 and trimesters == {1, 2, 3},
-                 _postnatal(on, f, visits)] += 1
+        results[tuple(groups.items()), babies, n >= 4 and trimesters == {1, 2, 3},
+                _postnatal(on, f, visits)] += 1
     who, vn = Tally(), Tally()
     fac, sba = Tally(), Tally()
     h48, tt30, d42 = Tally(), Tally(), Tally()
-    for (items, babies, vn_hit, (mother, newborns, d42_hit, tt30_hit)), k in outcomes.items():
+    for (items, babies, vn_hit, (mother, newborns, d42_hit, tt30_hit)), k in results.items():
         groups = dict(items)
         for sex, facility, skilled, village_midwife in babies:
             g = {**groups, "sex": sex}
@@ -368,6 +368,8 @@ def deaths(facts, start, end):
         FROM o {_pregnancy(facts, "p", "o.pid")} WHERE o.f ->> 'mo' = 'died' ORDER BY o.rid"""
     for pid, woman, area, d in facts.sql(sql):
         dead.setdefault(woman or pid, (pid, area, d))
+    # The few deaths' first visit of their pregnancy through the PNC subject
+    # index: a window over every visit sorted them all.
     sql = f"""WITH v AS (SELECT id, subject, area, day, f ->> 'mdd' AS mdd
                          FROM facts WHERE form = 'pnc_visit' AND {c} AND f ->> 'ms' = 'died')
         SELECT v.subject, p.subject, v.area, coalesce(nullif(v.mdd, ''), v.day)
@@ -404,6 +406,8 @@ def breastfeeding(facts, start, end):
     outcome date, else the date of the last outcome (by id) naming the baby,
     else the visit's day postpartum."""
     c = facts.on()
+    # `ob` (every outcome's babies) is built at its first use, for a baby with
+    # no person record in scope and no outcome date on the visit: most have one.
     sql = f"""WITH o AS ({_OUTCOMES.format(c=c)}),
     ob AS MATERIALIZED (SELECT json_extract(b.value, '$[0]') AS child, max(o.rid), o.day AS od
            FROM o, json_each(o.f, '$.babies') AS b GROUP BY 1),
@@ -442,17 +446,17 @@ def nutrition(facts, start, end):
                          AND day BETWEEN :start AND :end AND f ->> 'age' BETWEEN 0 AND 1826)
         SELECT m.area, m.f, w.f ->> 'sex', w.f ->> 'dobp', w.f ->> 'eth'
         FROM m {_person(facts, "w", "m.subject")} WHERE m.k = 1"""
-    # Many children share one outcome (groups and which indices are low):
-    # count them per outcome, then tally each outcome once.
-    outcomes = Counter()
+    # Many children share one result (groups and which indices are low):
+    # count the children per result, then tally each result once.
+    results = Counter()
     for area, f, psex, dobp, eth in facts.sql(sql, start=start.isoformat(), end=end.isoformat()):
         key = _measurement(facts.sub_area(area), orjson.loads(f), psex, dobp, eth)
         if key is not None:
-            outcomes[key] += 1
+            results[key] += 1
     tallies = {k: Tally() for k in ("underweight", "stunting", "wasting", "overweight",
                                     "sam", "mam")}
     severe = {"severity": "severe"}
-    for (area, eth, sex, *indices, nc), n in outcomes.items():
+    for (area, eth, sex, *indices, nc), n in results.items():
         groups = {"ethnicity": eth, "sex": sex, "area": area}
         for name, index in zip(("underweight", "stunting", "wasting", "overweight"), indices):
             if index is not None:
