@@ -221,8 +221,10 @@ def _anc_contacts(facts):
     t AS (SELECT pid, count(*) AS n, max(ga <= 13) AS t1, max(ga > 13 AND ga <= 27) AS t2,
                  max(ga > 27) AS t3
           FROM (SELECT a.pid, coalesce(a.ga, floor((julianday(a.day) - julianday(coalesce(
-                    a.lmp, p.f ->> 'lmp', date(p.f ->> 'edd', '-280 days')))) / 7.0)) AS ga
-                FROM a {_pregnancy(facts, "p", "a.pid")})
+                    a.lmp, (SELECT coalesce(p.f ->> 'lmp', date(p.f ->> 'edd', '-280 days'))
+                            FROM facts AS p WHERE p.id = a.pid AND p.form = 'pregnancy'
+                            AND {facts.on("p")})))) / 7.0)) AS ga
+                FROM a)
           GROUP BY pid)
     SELECT * FROM t"""
     return {pid: (n, t1, t2, t3) for pid, n, t1, t2, t3 in facts.sql(sql)}
@@ -259,25 +261,38 @@ def _births(facts, start, end):
 def birth_indicators(facts, start, end):
     """anc4, anc4_vn, facility_delivery, skilled_attendance, pnc_48h,
     home_visit_tt30, pnc_42d: one pass over the period's births."""
+    per_woman = {}
+    # Many births share one result (their groups, each rule's answer, their
+    # babies'): count the births per result, then tally each result once.
+    results = Counter()
+    for pid, on, f, woman, age, groups, n, trimesters, visits in _births(facts, start, end):
+        babies = ()
+        if f.get("type") == "live_birth":
+            per_woman[woman or pid] = (age, groups, n)   # one per woman: her last by id
+            att = f.get("att")
+            # Stillbirths are not live births.
+            babies = tuple((sex_group(sex), f.get("place") in FACILITY, att in SKILLED,
+                            att == "village_midwife")
+                           for _, sex, status in f.get("babies") or () if status in LIVE)
+        visits.sort(key=lambda v: (v[0] or "", v[1]))
+        results[tuple(groups.items()), babies, n >= 4 and trimesters == {1, 2, 3},
+                _postnatal(on, f, visits)] += 1
     who, vn = Tally(), Tally()
     fac, sba = Tally(), Tally()
-    per_woman = {}
     h48, tt30, d42 = Tally(), Tally(), Tally()
-    for pid, on, f, woman, age, groups, n, trimesters, visits in _births(facts, start, end):
-        live = f.get("type") == "live_birth"
-        if live:
-            per_woman[woman or pid] = (age, groups, n)   # one per woman: her last by id
-            for child, sex, status in f.get("babies") or ():
-                if status not in LIVE:
-                    continue   # stillbirths are not live births
-                g = {**groups, "sex": sex_group(sex)}
-                fac.add(f.get("place") in FACILITY, g)
-                sba.add(f.get("att") in SKILLED, g)
-                sba.add(f.get("att") == "village_midwife", {"attendant": "village_midwife"},
-                        counted=False)
-        vn.add(n >= 4 and trimesters == {1, 2, 3}, groups)
-        visits.sort(key=lambda v: (v[0] or "", v[1]))
-        _postnatal(h48, tt30, d42, on, f, groups, visits)
+    for (items, babies, vn_hit, (mother, newborns, d42_hit, tt30_hit)), k in results.items():
+        groups = dict(items)
+        for sex, facility, skilled, village_midwife in babies:
+            g = {**groups, "sex": sex}
+            fac.add(facility, g, n=k)
+            sba.add(skilled, g, n=k)
+            sba.add(village_midwife, {"attendant": "village_midwife"}, counted=False, n=k)
+        vn.add(vn_hit, groups, n=k)
+        h48.add(mother, {**groups, "subject": "mother"}, n=k)
+        for hit in newborns:
+            h48.add(hit, {"subject": "newborn"}, counted=False, n=k)
+        d42.add(d42_hit, groups, n=k)
+        tt30.add(tt30_hit, groups, n=k)
     for age, groups, n in per_woman.values():
         band = age is not None and 15 <= age <= 49
         who.add(n >= 4, {k: v for k, v in groups.items() if k != "mother_age"} if band else {},
@@ -307,9 +322,10 @@ def _within_48h(on, birth_time, visit_day, visit_time):
     return 0 <= (visit_day - on).days <= 2
 
 
-def _postnatal(h48, tt30, d42, on, f, groups, pnc):
-    """One birth's pnc_48h, pnc_42d and home_visit_tt30, from its PNC visits
-    [[day, id, f]] sorted by day and id."""
+def _postnatal(on, f, pnc):
+    """One birth's `(pnc_48h of the mother, (pnc_48h of each live-born
+    baby), pnc_42d, home_visit_tt30)`, from its PNC visits [[day, id, f]]
+    sorted by day and id."""
     facility = f.get("place") in FACILITY
     checked = facility and f.get("cbd") == "yes"
     visits = []
@@ -318,16 +334,14 @@ def _postnatal(h48, tt30, d42, on, f, groups, pnc):
         if vd is not None:
             visits.append(((vd - on).days, vd, v))
     early = [v for _, vd, v in visits if _within_48h(on, f.get("time"), vd, v.get("time"))]
-    h48.add(checked or bool(early), {**groups, "subject": "mother"})
+    mother = checked or bool(early)
     # The newborn version (DOMAIN §2.5a): each live-born baby, checked
     # before discharge or seen at a visit within 48 h that records it.
     seen = {b[0] for v in early for b in v.get("babies") or ()}
-    for child, _, status in f.get("babies") or ():
-        if f.get("type") == "live_birth" and status in LIVE:
-            h48.add(checked or (child in seen if child else bool(seen)),
-                    {"subject": "newborn"}, counted=False)
-    d42.add(checked or any(0 <= dp <= 42 and v.get("role") == "CHS_staff"
-                           for dp, _, v in visits), groups)
+    newborns = tuple(checked or (child in seen if child else bool(seen))
+                     for child, _, status in f.get("babies") or ()
+                     if f.get("type") == "live_birth" and status in LIVE)
+    d42 = checked or any(0 <= dp <= 42 and v.get("role") == "CHS_staff" for dp, _, v in visits)
     # Denominator: births of P, mother alive at delivery. A live birth or a
     # stillbirth was delivered, so the mother was alive then even when she
     # died after it (died_undelivered is its own outcome type): her newborn
@@ -340,7 +354,7 @@ def _postnatal(h48, tt30, d42, on, f, groups, pnc):
         firsts = sorted({vd for dp, vd, _ in visits if dp >= 0})   # one visit per date
         ok = (len(firsts) >= 2 and (firsts[0] - on).days <= 1
               and (firsts[1] - firsts[0]).days <= 7)
-    tt30.add(ok, groups)
+    return bool(mother), newborns, bool(d42), bool(ok)
 
 
 def deaths(facts, start, end):
@@ -354,12 +368,15 @@ def deaths(facts, start, end):
         FROM o {_pregnancy(facts, "p", "o.pid")} WHERE o.f ->> 'mo' = 'died' ORDER BY o.rid"""
     for pid, woman, area, d in facts.sql(sql):
         dead.setdefault(woman or pid, (pid, area, d))
-    sql = f"""WITH v AS (SELECT id, subject, area, day, f ->> 'ms' AS ms, f ->> 'mdd' AS mdd,
-                                min(id) OVER (PARTITION BY subject) AS first
-                         FROM facts WHERE form = 'pnc_visit' AND {c})
+    # The few deaths' first visit of their pregnancy through the PNC subject
+    # index: a window over every visit sorted them all.
+    sql = f"""WITH v AS (SELECT id, subject, area, day, f ->> 'mdd' AS mdd
+                         FROM facts WHERE form = 'pnc_visit' AND {c} AND f ->> 'ms' = 'died')
         SELECT v.subject, p.subject, v.area, coalesce(nullif(v.mdd, ''), v.day)
-        FROM v {_pregnancy(facts, "p", "v.subject")} WHERE v.ms = 'died'
-        ORDER BY v.first, coalesce(v.day, ''), v.id"""
+        FROM v {_pregnancy(facts, "p", "v.subject")}
+        ORDER BY (SELECT min(id) FROM facts AS f1 WHERE f1.form = 'pnc_visit'
+                  AND f1.subject IS v.subject AND {facts.on("f1")}),
+                 coalesce(v.day, ''), v.id"""
     for pid, woman, area, d in facts.sql(sql):
         dead.setdefault(woman or pid, (pid, area, d))
     sql = f"""SELECT id, area, f ->> 'dod' FROM facts WHERE form = 'person' AND {c}
@@ -389,8 +406,10 @@ def breastfeeding(facts, start, end):
     outcome date, else the date of the last outcome (by id) naming the baby,
     else the visit's day postpartum."""
     c = facts.on()
+    # `ob` (every outcome's babies) is built at its first use, for a baby with
+    # no person record in scope and no outcome date on the visit: most have one.
     sql = f"""WITH o AS ({_OUTCOMES.format(c=c)}),
-    ob AS (SELECT json_extract(b.value, '$[0]') AS child, max(o.rid), o.day AS od
+    ob AS MATERIALIZED (SELECT json_extract(b.value, '$[0]') AS child, max(o.rid), o.day AS od
            FROM o, json_each(o.f, '$.babies') AS b GROUP BY 1),
     v AS (SELECT id, area, day, f FROM facts WHERE form = 'pnc_visit' AND {c}
           AND day BETWEEN :start AND :end),
@@ -399,9 +418,9 @@ def breastfeeding(facts, start, end):
            FROM v, json_each(v.f, '$.babies') AS b),
     cand AS (
         SELECT pv.child, pv.day, pv.id, pv.area, pv.ebf FROM pv {_person(facts, "w", "pv.child")}
-        LEFT JOIN ob ON ob.child = pv.child
         WHERE pv.ebf IS NOT NULL AND pv.child IS NOT NULL
-        AND coalesce(julianday(pv.day) - julianday(coalesce(w.day, pv.od, ob.od)), pv.dp)
+        AND coalesce(julianday(pv.day) - julianday(coalesce(
+            w.day, pv.od, (SELECT ob.od FROM ob WHERE ob.child = pv.child))), pv.dp)
             BETWEEN 0 AND 182
         UNION ALL
         SELECT subject, day, id, area, f ->> 'ebf' FROM facts
@@ -427,42 +446,56 @@ def nutrition(facts, start, end):
                          AND day BETWEEN :start AND :end AND f ->> 'age' BETWEEN 0 AND 1826)
         SELECT m.area, m.f, w.f ->> 'sex', w.f ->> 'dobp', w.f ->> 'eth'
         FROM m {_person(facts, "w", "m.subject")} WHERE m.k = 1"""
+    # Many children share one result (groups and which indices are low):
+    # count the children per result, then tally each result once.
+    results = Counter()
+    for area, f, psex, dobp, eth in facts.sql(sql, start=start.isoformat(), end=end.isoformat()):
+        key = _measurement(facts.sub_area(area), orjson.loads(f), psex, dobp, eth)
+        if key is not None:
+            results[key] += 1
     tallies = {k: Tally() for k in ("underweight", "stunting", "wasting", "overweight",
                                     "sam", "mam")}
-    for area, f, psex, dobp, eth in facts.sql(sql, start=start.isoformat(), end=end.isoformat()):
-        _measurement(tallies, facts.sub_area(area), orjson.loads(f), psex, dobp, eth)
+    severe = {"severity": "severe"}
+    for (area, eth, sex, *indices, nc), n in results.items():
+        groups = {"ethnicity": eth, "sex": sex, "area": area}
+        for name, index in zip(("underweight", "stunting", "wasting", "overweight"), indices):
+            if index is not None:
+                tallies[name].add(index[0], groups, n=n)
+                tallies[name].add(index[1], severe, counted=False, n=n)
+        if nc is not None:
+            tallies["sam"].add(nc == "sam", groups, n=n)
+            tallies["mam"].add(nc == "mam", groups, n=n)
     return tallies
 
 
-def _measurement(tallies, area, f, psex, dobp, eth):
+def _measurement(area, f, psex, dobp, eth):
+    """`(area, ethnicity, sex, underweight, stunting, wasting, overweight,
+    class)` of one measurement: each index None (not counted) or (low,
+    severely low) (high for overweight); the class None when sam and mam do
+    not count it. None when the z-scores cannot be computed."""
     sex = f.get("sex") or psex
     if "z" not in f:   # v1: computed here from the record's values and the person's sex
         if sex not in ("male", "female"):
-            return   # not computable
+            return None   # not computable
         out = growth_outputs(sex, dobp or "exact", f.get("age"), f.get("w"),
                              f.get("l"), f.get("pos"), f.get("oed"), f.get("muac"))
         f = {**f, "z": [out["waz"], out["haz"], out["whz"], out["baz"]],
              "flags": list(out["flags"]), "nc": out["nutrition_class"]}
     waz, haz, whz, baz = f["z"]
-    flags = set(f.get("flags") or ())
-    groups = {"ethnicity": ethnicity(eth), "sex": sex_group(sex), "area": area}
+    flags = f.get("flags") or ()
     oed = f.get("oed")
 
-    def index(t, z, name, hit, severe, oedema_counts):
+    def index(z, name, oedema_counts, high=False):
         if oed and oedema_counts:   # counts as < -3: in numerator (if low) and denominator
-            t.add(hit(-9.0), groups)
-            t.add(severe(-9.0), {"severity": "severe"}, counted=False)
-        elif z is not None and name not in flags:
-            t.add(hit(z), groups)
-            t.add(severe(z), {"severity": "severe"}, counted=False)
+            z = -9.0
+        elif z is None or name in flags:
+            return None
+        return (z > 2, z > 3) if high else (z < -2, z < -3)
 
-    index(tallies["underweight"], waz, "waz", lambda z: z < -2, lambda z: z < -3, True)
-    index(tallies["stunting"], haz, "haz", lambda z: z < -2, lambda z: z < -3, False)
-    index(tallies["wasting"], whz, "whz", lambda z: z < -2, lambda z: z < -3, True)
-    index(tallies["overweight"], whz, "whz", lambda z: z > 2, lambda z: z > 3, True)
-    if f.get("nc") is not None and 183 <= f["age"] <= 1826:
-        tallies["sam"].add(f["nc"] == "sam", groups)
-        tallies["mam"].add(f["nc"] == "mam", groups)
+    nc = f.get("nc")
+    return (area, ethnicity(eth), sex_group(sex), index(waz, "waz", True),
+            index(haz, "haz", False), index(whz, "whz", True), index(whz, "whz", True, True),
+            nc if nc is not None and 183 <= f["age"] <= 1826 else None)
 
 
 def status(facts, start, end):
