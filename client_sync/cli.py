@@ -370,7 +370,7 @@ def sync(ctx):
         report = client.sync(progress=progress)
     except SyncError as exc:
         close_bar()
-        so_far = " " + _("So far: {summary}.").format(summary=exc.report.summary()) \
+        so_far = " " + _("So far: {summary}.").format(summary=i18n.say(exc.report.summary())) \
             if exc.report else ""
         raise click.ClickException(_("Sync incomplete: {reason}.").format(
             reason=i18n.say(exc).rstrip(".")) + so_far + _advice(exc)) from None
@@ -385,13 +385,13 @@ def sync(ctx):
     stuck = info["problems"]
     if stuck:
         click.echo(_("Sync finished, but {n} record(s) were refused: {summary}.").format(
-            n=len(stuck), summary=report.summary()))
+            n=len(stuck), summary=i18n.say(report.summary())))
         for problem in stuck[:10]:
             click.echo(f"  {_(problem['sync_state'])}: {problem['id']} {problem['form']}: "
                        f"{describe_errors(problem['errors'])}")
         click.echo(_stuck_advice(stuck))
     else:
-        click.echo(_("Sync complete: {summary}.").format(summary=report.summary()))
+        click.echo(_("Sync complete: {summary}.").format(summary=i18n.say(report.summary())))
     if info["conflicts"]:
         click.echo(_("Open conflicts in your areas: {n} (see `fieldsync conflicts`); your "
                      "supervisor resolves them.").format(n=info["conflicts"]))

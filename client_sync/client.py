@@ -180,15 +180,14 @@ class Client:
             info = transport.info()
             answer = transport.login(username, password, self.device_id, settings.APP_VERSION)
         except AuthError as exc:
-            said = str(exc).rstrip(". ")
             if getattr(exc, "code", None) == "too_many_attempts":
-                exc.args = (N_("{said}. {username} is locked out after too many failed "
-                               "sign-ins: wait, or ask your supervisor; an admin can run "
+                exc.args = (N_("{username} is locked out after too many failed sign-ins: "
+                               "wait a few minutes, or ask your supervisor; an admin can run "
                                "`fieldsync-server user unlock {username}`.",
-                               said=said, username=username),)
+                               username=username),)
             else:
-                exc.args = (N_("{said}. Check the username and password; if you forgot the "
-                               "password, ask your supervisor.", said=said),)
+                exc.args = (N_("{said} Check the username and password; if you forgot the "
+                               "password, ask your supervisor.", said=exc.args[0]),)
             raise
         finally:
             transport.close()
@@ -490,10 +489,11 @@ class Client:
             return Synchronizer(self.store, transport, progress).run()
         except AuthError as exc:
             user = self.user or {}
-            exc.args = (f"Your login has expired or was revoked ({exc.args[0].rstrip('.')}). "
-                        f"Log in again: fieldsync login --server {self.server} --username "
-                        f"{user.get('username', 'NAME')}; {self.store.unsynced_count()} unsynced "
-                        "record(s) stay safe on this device.",)
+            exc.args = (N_("{said} To sign in: fieldsync login --server {server} --username "
+                           "{username}; {count} unsynced record(s) stay safe on this device.",
+                           said=exc.args[0], server=self.server,
+                           username=user.get("username", "NAME"),
+                           count=self.store.unsynced_count()),)
             raise
         finally:
             transport.close()

@@ -5,7 +5,7 @@ as one line. Nothing here ever means local data was lost: the outbox is only
 emptied by committed server answers.
 """
 
-from .i18n import N_
+from .i18n import N_, kept
 
 
 class FieldsyncError(Exception):
@@ -71,3 +71,21 @@ class ApiError(SyncError):
         self.status = status
         self.code = code
         self.details = details or {}
+
+
+#: What the device says for the server's error codes a health worker can
+#: meet, in place of the server's own English text, so that it is said in
+#: the user's language (``i18n.say``). A code not listed keeps the server's text.
+SERVER_TEXTS = {
+    "invalid_credentials": kept(N_("Wrong username or password.")),
+    "too_many_attempts": kept(N_("Too many failed sign-ins; wait a few minutes and try again.")),
+    "device_taken": kept(N_("This device is registered to another user. An administrator "
+                            "must release it first (fieldsync-server device release "
+                            "DEVICE_ID); until then, sign in on your own device.")),
+    "device_mismatch": kept(N_("This sign-in belongs to another device; sign in on this "
+                               "device.")),
+    "missing_token": kept(N_("Not signed in on the server; sign in again.")),
+    "invalid_token": kept(N_("The server does not know this sign-in; sign in again.")),
+    "token_revoked": kept(N_("This sign-in was revoked; sign in again.")),
+    "token_expired": kept(N_("This sign-in has expired; sign in again.")),
+}

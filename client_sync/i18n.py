@@ -62,6 +62,15 @@ def N_(message: str, **params) -> str:
     return text
 
 
+def kept(message: str) -> Text:
+    """`message` (marked with :func:`N_`) as a :class:`Text` without values,
+    so that it is translated where it is said even as the value of another
+    text (a server's error inside the advice around it)."""
+    text = Text(message)
+    text.template, text.params = message, {}
+    return text
+
+
 def say(message, lang: str | None = None) -> str:
     """`message` (a string, a :class:`Text` or an exception raised with one)
     in `lang`, else the chosen language; a text the catalog does not hold
@@ -70,6 +79,8 @@ def say(message, lang: str | None = None) -> str:
     if isinstance(message, BaseException):
         message = message.args[0] if len(message.args) == 1 else str(message)
     if isinstance(message, Text):
+        if not message.params:
+            return translate(message.template)
         return translate(message.template).format(**{
             name: say(value, lang) if isinstance(value, Text) else value
             for name, value in message.params.items()})

@@ -55,10 +55,12 @@ class SyncReport:
     complete: bool = False
 
     def summary(self) -> str:
-        parts = [f"pushed {self.pushed} ({self.applied} applied, {self.unchanged} unchanged,"
-                 f" {self.conflicts} conflicts, {self.rejected} rejected, {self.forbidden} forbidden)",
-                 f"pulled {self.pulled}"]
-        return "; ".join(parts)
+        """One line of counts, in English; ``i18n.say`` gives it in another language."""
+        return N_("pushed {pushed} ({applied} applied, {unchanged} unchanged, {conflicts} "
+                  "conflicts, {rejected} rejected, {forbidden} forbidden); pulled {pulled}",
+                  pushed=self.pushed, applied=self.applied, unchanged=self.unchanged,
+                  conflicts=self.conflicts, rejected=self.rejected, forbidden=self.forbidden,
+                  pulled=self.pulled)
 
 
 def parse_utc(text):

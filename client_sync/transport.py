@@ -27,7 +27,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from .config import NetworkConfig
-from .errors import ApiError, AuthError, ServerUnreachable, SyncError
+from .errors import SERVER_TEXTS, ApiError, AuthError, ServerUnreachable, SyncError
 from .i18n import N_
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
@@ -299,8 +299,8 @@ class Transport:
         # server's other JSON ({"error": 404}, say) leaves just the status.
         code, message, details = (body.get(key) for key in ("error", "message", "details"))
         code = code if isinstance(code, str) and code else None
-        message = message if isinstance(message, str) and message else (
-            response.reason or "The server refused the request")
+        message = SERVER_TEXTS.get(code) or (message if isinstance(message, str) and message
+                                            else response.reason or "The server refused the request")
         details = details if isinstance(details, dict) else None
         if response.status_code == 401:
             raise AuthError(message or "Not authorised.")
@@ -312,7 +312,8 @@ class Transport:
             raise ServerUnreachable(N_("Server busy or failing (HTTP {status}): {said}. "
                                        "Sync later; your changes stay queued.",
                                        status=response.status_code, said=message.rstrip(".")))
-        raise ApiError(f"{message} (HTTP {response.status_code}{', ' + code if code else ''})",
+        raise ApiError(N_("{said} (HTTP {status}{code})", said=message,
+                          status=response.status_code, code=f", {code}" if code else ""),
                        response.status_code, code, details)
 
     # -- endpoints ------------------------------------------------------------

@@ -110,7 +110,8 @@ def test_a_revoked_login_says_sign_in_again_not_wait_for_a_better_connection(ser
     run("add", "household", *HH_ARGS)
     run_cli(server_process.db, "user", "disable", "hw")
     line = fails("sync")
-    assert "Log in again" in line and "connection is better" not in line
+    assert "sign in again. To sign in: fieldsync login --server" in line
+    assert "connection is better" not in line
     assert "stay safe" in line
 
 

@@ -200,7 +200,7 @@ def test_revoked_token_asks_to_log_in_again_and_loses_nothing(server_process, de
     token = d.store.get_meta("token")
     requests.post(server_process.url + "/api/v1/auth/logout",
                   headers={"Authorization": f"Bearer {token}"}, timeout=5).raise_for_status()
-    with pytest.raises(AuthError, match="Log in again"):
+    with pytest.raises(AuthError, match="sign in again. To sign in: fieldsync login"):
         d.sync()
     assert d.store.unsynced_count() == 1 and d.get(rid)["sync_state"] == "pending"
     d.login(server_process.url, "hw", "hw-pass-123")

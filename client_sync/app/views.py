@@ -13,6 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..client import Client
 from ..errors import AuthError, FieldsyncError, InvalidRecord, ServerUnreachable
+from ..i18n import say
 from ..store import keys
 from . import entry, locking
 from .cases import Cases, fold
@@ -84,11 +85,14 @@ def _log_in(device, server, username, password):
     except ServerUnreachable:
         return _("The server did not answer. Check the server address and "
                  "the connection (signal, Wi-Fi), then try again."), 503
-    except AuthError:
-        return _("Wrong username or password, or too many tries: wait a "
-                 "few minutes, or ask your supervisor."), 401
-    except FieldsyncError as exc:
-        return str(exc), 400
+    except AuthError as exc:
+        if getattr(exc, "code", None) == "too_many_attempts":
+            return _("Too many wrong passwords: this account is locked for a few minutes. "
+                     "Wait, or ask your supervisor to unlock it."), 429
+        return _("Wrong username or password. If you forgot the password, ask your "
+                 "supervisor."), 401
+    except FieldsyncError as exc:  # this device taken by another user, a bad address…
+        return say(exc, page_language()), 400
     return None, 200
 
 
