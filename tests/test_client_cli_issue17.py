@@ -294,9 +294,14 @@ def test_ctrl_c_during_a_sync_says_nothing_is_lost(tmp_path):
     # PYTHONFAULTHANDLER: if it ever fails to stop, SIGABRT prints where it was.
     env = {**os.environ, "FIELDSYNC_HOME": str(home), "FIELDSYNC_GIVE_UP_AFTER": "120",
            "PYTHONFAULTHANDLER": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", "from client_sync.cli import main; main()",
-                             "sync"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    # Ctrl-C in a terminal reaches a program whose SIGINT is at its default. A test run
+    # started in the background (`make test &` in a script, nohup, some CI runners) hands
+    # its children SIGINT *ignored*, and Python keeps it ignored: the sync would never
+    # see the signal. So the sync starts with Python's usual SIGINT handler.
+    start = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "from client_sync.cli import main; main()")
+    proc = subprocess.Popen([sys.executable, "-c", start, "sync"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         conn, _ = listener.accept()
         conn.settimeout(60)
