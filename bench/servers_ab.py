@@ -63,9 +63,13 @@ def one_run(rounds: int, v1: bool) -> dict:
 
 
 def _split(port: str) -> list[int]:
-    """Established connections to `port`, counted per server process."""
-    out = subprocess.run(["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
-                         capture_output=True, text=True).stdout
+    """Established connections to `port`, counted per server process
+    ([] where iproute2's `ss` is not installed)."""
+    try:
+        out = subprocess.run(["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
+                             capture_output=True, text=True).stdout
+    except FileNotFoundError:
+        return []
     pids = re.findall(r"pid=(\d+)", out)
     return sorted((pids.count(p) for p in set(pids)), reverse=True)
 
@@ -81,27 +85,26 @@ def main(argv=None):
     if a.one:  # the child: print one run's figures as JSON
         print(json.dumps(one_run(a.rounds, a.v1)))
         return
-    runs = {t: [] for t in a.trees}
+    # Labelled by position (A, B, ...): the same tree may be given twice.
+    labels = [f"{chr(65 + i)} {tree}" for i, tree in enumerate(a.trees)]
+    runs = [[] for _ in a.trees]
     for _ in range(a.pairs):
-        for tree in a.trees:
+        for i, tree in enumerate(a.trees):
             args = [str(tree.resolve() / ".venv" / "bin" / "python"), str(HERE), "--one",
                     "--rounds", str(a.rounds), *(["--v1"] if a.v1 else []), str(tree)]
             proc = subprocess.run(args, capture_output=True, text=True)
             if proc.returncode != 0:
                 sys.exit(f"{tree}: {proc.stderr.strip()[-800:]}")
             run = json.loads(proc.stdout.strip().splitlines()[-1])
-            runs[tree].append(run)
-            print(f"{tree}: 4 clients {run['four']:,.0f} records/s, 1 client "
+            runs[i].append(run)
+            print(f"{labels[i]}: 4 clients {run['four']:,.0f} records/s, 1 client "
                   f"{run['one']:,.0f}, connections per worker {run['split']}", flush=True)
-    first = a.trees[0]
-    for tree, rs in runs.items():
-        ratios = [r["four"] / f["four"] for r, f in zip(rs, runs[first])]
-        print(f"{tree}: 4 clients median {statistics.median(r['four'] for r in rs):,.0f}, "
+    for label, rs in zip(labels, runs):
+        ratios = [r["four"] / f["four"] for r, f in zip(rs, runs[0])]
+        print(f"{label}: 4 clients median {statistics.median(r['four'] for r in rs):,.0f}, "
               f"1 client median {statistics.median(r['one'] for r in rs):,.0f}, "
-              f"4-client ratio to {first} per pair: "
-              + " ".join(f"{x:.2f}" for x in ratios)
+              "4-client ratio to A per pair: " + " ".join(f"{x:.2f}" for x in ratios)
               + f" (median {statistics.median(ratios):.2f})")
-
 
 if __name__ == "__main__":
     main()

@@ -37,3 +37,17 @@ def test_every_benchmark_runs_one_tiny_round():
     assert devices["push_count"] > 0 and devices["first_count"] > 0, devices
     assert devices["errors"] == 0 and devices["stored_minus_expected"] == 0, devices
     assert devices["rss_peak_mb"] > 0
+
+
+def test_the_server_comparison_runs_one_tiny_pair():
+    """bench/servers_ab.py against this tree twice: one run each, figures printed."""
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "servers_ab.py"), "--pairs", "1",
+                           "--rounds", "1", str(ROOT), str(ROOT)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 4, proc.stdout
+    assert lines[0].startswith("A ") and lines[1].startswith("B "), proc.stdout
+    assert all(" records/s, 1 client " in line for line in lines[:2]), proc.stdout
+    assert lines[2].startswith("A ") and lines[2].endswith("(median 1.00)"), proc.stdout
+    assert lines[3].startswith("B ") and "4-client ratio to A per pair: " in lines[3], proc.stdout
