@@ -27,7 +27,8 @@ from datetime import timedelta
 from schemas.forms import local_today
 
 from .db import read_snapshot
-from .indicators.compute import FACILITY, Facts, day
+from .indicators.compute import FACILITY
+from .indicators.tally import Facts, day
 from .indicators import query
 
 NAMES = ("sam_mam", "danger_signs_not_referred", "no_home_visit_day7", "no_home_visit_day42",
