@@ -309,10 +309,12 @@ class Generator:
         return change
 
 
-def load_forms() -> dict:
-    """{form_id: latest shipped definition} from schemas/forms/, or {} before they exist."""
+def load_forms(version: int | None = None) -> dict:
+    """{form_id: latest shipped definition} from schemas/forms/, or {} before they
+    exist; with `version`, that version's definitions only."""
     out = {}
-    for path in sorted((ROOT / "schemas" / "forms").glob("*/v*.json")):
+    pattern = f"*/v{version}.json" if version else "*/v*.json"
+    for path in sorted((ROOT / "schemas" / "forms").glob(pattern)):
         with contextlib.suppress(ValueError, OSError):
             d = json.loads(path.read_text())
             if d.get("id") not in out or d["version"] > out[d["id"]]["version"]:

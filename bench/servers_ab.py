@@ -26,6 +26,7 @@ clients on the same code"): TREE_A main, TREE_B main with gunicorn's
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import statistics
@@ -41,10 +42,8 @@ def one_run(rounds: int, v1: bool) -> dict:
     """In the tree's own Python: one fresh server, `rounds` rounds."""
     sys.path.insert(0, str(HERE.parent))
     import common
-    if v1:
-        forms = common.ROOT / "schemas" / "forms"
-        common.load_forms = lambda: {d["id"]: d for d in (
-            json.loads(p.read_text()) for p in sorted(forms.glob("*/v1.json")))}
+    if v1:  # the Generator's records fitted to the v1 forms
+        common.load_forms = functools.partial(common.load_forms, version=1)
     import push_pull as pp
     four, one, split = [], [], []
     with common.serve("worker") as srv:
@@ -105,6 +104,7 @@ def main(argv=None):
               f"1 client median {statistics.median(r['one'] for r in rs):,.0f}, "
               "4-client ratio to A per pair: " + " ".join(f"{x:.2f}" for x in ratios)
               + f" (median {statistics.median(ratios):.2f})")
+
 
 if __name__ == "__main__":
     main()
